@@ -1,0 +1,26 @@
+"""Nacrith: lossless compression with a small language model and a range coder."""
+
+from .api import Compressor, Decompressor, compress, decompress
+from .errors import (
+    CorruptDataError,
+    ModelMismatchError,
+    NacrithError,
+    TruncatedDataError,
+    UnsupportedInputError,
+)
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Compressor",
+    "Decompressor",
+    "compress",
+    "decompress",
+    "Settings",
+    "NacrithError",
+    "CorruptDataError",
+    "TruncatedDataError",
+    "ModelMismatchError",
+    "UnsupportedInputError",
+]

@@ -1,0 +1,61 @@
+"""Where the input is cut into chunks and frames.
+
+Chunks are coded independently (each starts with an empty model context), so
+they can be decoded in parallel; frames group chunks so that a writer needs
+bounded memory. Both cuts depend only on the bytes and the settings: a chunk
+ends after the last newline in the final quarter of its target size, else after
+the last space there, else at the last UTF-8 character boundary.
+"""
+
+from __future__ import annotations
+
+
+def _is_continuation(b: int) -> bool:
+    return 0x80 <= b <= 0xBF
+
+
+def chunk_end(data, start: int, target: int) -> int:
+    """End offset of the chunk that begins at `start` (needs data[start:start+target+1])."""
+    n = len(data)
+    if n - start <= target:
+        return n
+    hi = start + target
+    lo = start + (target * 3) // 4
+    window = bytes(data[lo:hi])
+    for sep in (b"\n", b" "):
+        i = window.rfind(sep)
+        if i >= 0:
+            return lo + i + 1
+    end = hi
+    while end > start + 1 and _is_continuation(data[end]):
+        end -= 1
+    return end
+
+
+def split_chunks(data, target: int) -> list[tuple[int, int]]:
+    if target < 16:
+        raise ValueError("chunk size must be at least 16 bytes")
+    out = []
+    pos = 0
+    while pos < len(data):
+        end = chunk_end(data, pos, target)
+        out.append((pos, end))
+        pos = end
+    return out
+
+
+def group_frames(chunks: list[tuple[int, int]], frame_bytes: int) -> list[list[tuple[int, int]]]:
+    """Greedy grouping: a frame takes chunks while its size stays <= frame_bytes."""
+    frames: list[list[tuple[int, int]]] = []
+    current: list[tuple[int, int]] = []
+    size = 0
+    for c in chunks:
+        n = c[1] - c[0]
+        if current and size + n > frame_bytes:
+            frames.append(current)
+            current, size = [], 0
+        current.append(c)
+        size += n
+    if current:
+        frames.append(current)
+    return frames

@@ -1,0 +1,126 @@
+"""Float logits -> integer frequencies that sum to exactly 2**PRECISION.
+
+Determinism contract: the only float operation is the first one, scaling
+float32 logits by a power of two and flooring them, which is exact in IEEE
+arithmetic.  Everything after it (the softmax, the normalisation, the rounding)
+is int64 arithmetic with a fixed exp2 table, so numpy and torch, on any
+machine, give the same integers for the same logits.
+
+Steps, for logits x over a vocabulary of V tokens:
+  q = floor(x * 2**LOGIT_BITS)                 fixed-point logits
+  d = max(q) - q                               >= 0, natural-log units
+  e = (d * LOG2E_FIX) >> LOGIT_BITS            the same distance in bits (Q16)
+  w = EXP2_TABLE[frac(e)] >> int(e)            2**-e in Q30, 0 once e >= 31
+  f = 1 + floor(w * (2**24 - V) / sum(w))      every token keeps at least 1
+  the rounding remainder goes to the most probable token (lowest index on ties).
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+
+import numpy as np
+
+PRECISION = 24
+TOTAL = 1 << PRECISION
+LOGIT_BITS = 16
+TABLE_BITS = 12  # resolution of the fractional exponent: 2**-12 bit
+WEIGHT_BITS = 30  # the top token weighs 2**30
+# log2(e) in Q16, rounded: 1.4426950408889634 * 65536 = 94548.46
+LOG2E_FIX = 94548
+MAX_SHIFT = 62
+
+
+def _exp2_table() -> np.ndarray:
+    # decimal's exp and ln are correctly rounded, so this table is the same
+    # on every platform (float pow need not be); its digest is checked below.
+    ctx = decimal.Context(prec=40)
+    ln2 = ctx.ln(decimal.Decimal(2))
+    size = 1 << TABLE_BITS
+    scale = decimal.Decimal(1 << WEIGHT_BITS)
+    out = []
+    for j in range(size):
+        value = ctx.exp(ctx.multiply(decimal.Decimal(-j) / size, ln2)) * scale
+        out.append(int(value.to_integral_value(rounding=decimal.ROUND_HALF_EVEN)))
+    return np.array(out, dtype=np.int64)
+
+
+EXP2_TABLE = _exp2_table()
+TABLE_SHA256 = "b8ac697007f4aa90e8156a53c33aefa77c86f751c033192c3f28fcd076c995f8"
+_digest = hashlib.sha256(EXP2_TABLE.astype("<i8").tobytes()).hexdigest()
+if _digest != TABLE_SHA256:  # pragma: no cover - would mean a broken decimal module
+    raise RuntimeError("exp2 table differs from the reference; refusing to code")
+
+
+def table_digest() -> str:
+    """SHA-256 of the exp2 table; part of the engine profile of every file."""
+    return _digest
+
+
+def _check_logits(logits: np.ndarray) -> None:
+    if not np.all(np.isfinite(logits)):
+        raise FloatingPointError("model produced non-finite logits")
+
+
+def frequencies(logits: np.ndarray) -> np.ndarray:
+    """Integer frequencies (int64, shape like logits) for one or more rows.
+
+    `logits` is float32 of shape (V,) or (N, V). Each row sums to TOTAL and
+    every entry is >= 1.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    _check_logits(x)
+    squeeze = x.ndim == 1
+    x = np.atleast_2d(x)
+    vocab = x.shape[-1]
+    if vocab >= TOTAL:
+        raise ValueError("vocabulary too large for the coder precision")
+    q = np.floor(x * np.float32(1 << LOGIT_BITS)).astype(np.int64)
+    d = q.max(axis=-1, keepdims=True) - q
+    e = (d * LOG2E_FIX) >> LOGIT_BITS
+    whole = np.minimum(e >> LOGIT_BITS, MAX_SHIFT)
+    frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
+    w = EXP2_TABLE[frac] >> whole
+    spare = TOTAL - vocab
+    s = w.sum(axis=-1, keepdims=True)
+    f = 1 + (w * spare) // s
+    rest = TOTAL - f.sum(axis=-1)
+    top = np.argmax(w, axis=-1)
+    rows = np.arange(x.shape[0])
+    f[rows, top] += rest
+    return f[0] if squeeze else f
+
+
+def frequencies_torch(logits):
+    """The same integers as `frequencies`, computed with torch (any device)."""
+    import torch
+
+    x = logits.to(torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise FloatingPointError("model produced non-finite logits")
+    squeeze = x.dim() == 1
+    if squeeze:
+        x = x.unsqueeze(0)
+    vocab = x.shape[-1]
+    table = torch.as_tensor(EXP2_TABLE, device=x.device)
+    q = torch.floor(x * float(1 << LOGIT_BITS)).to(torch.int64)
+    d = q.max(dim=-1, keepdim=True).values - q
+    e = (d * LOG2E_FIX) >> LOGIT_BITS
+    whole = torch.clamp(e >> LOGIT_BITS, max=MAX_SHIFT)
+    frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
+    w = table[frac] >> whole
+    spare = TOTAL - vocab
+    s = w.sum(dim=-1, keepdim=True)
+    f = 1 + torch.div(w * spare, s, rounding_mode="floor")
+    rest = TOTAL - f.sum(dim=-1)
+    # torch.argmax does not promise the first index on ties; take it explicitly.
+    idx = torch.arange(vocab, device=x.device).expand_as(w)
+    top = torch.where(w == w.max(dim=-1, keepdim=True).values, idx, vocab).min(dim=-1).values
+    f[torch.arange(x.shape[0], device=x.device), top] += rest
+    return f[0] if squeeze else f
+
+
+def cost_bits(freqs: np.ndarray, symbol: int) -> float:
+    """Bits an ideal coder spends on `symbol` under these frequencies."""
+    return PRECISION - float(np.log2(freqs[symbol]))

@@ -1,0 +1,175 @@
+"""llama.cpp backend: tokenizer, token->bytes table and a multi-sequence KV cache.
+
+Only the low-level C API of llama-cpp-python is used, because the high-level
+`Llama` class neither shifts the KV cache nor keeps several sequences.
+
+Determinism: the encoder and the decoder issue exactly the same calls in the
+same order (same batches, same positions, same cache shifts), so whatever
+floats llama.cpp computes, it computes the same ones on both sides on the same
+machine and build. Flash attention is forced on so that attention is computed
+per row, which keeps a token's logits independent of what else is in its batch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+import numpy as np
+import llama_cpp as L
+
+_BACKEND_READY = False
+
+
+def _quiet_log(level, text, user_data):  # noqa: ARG001 - ctypes callback signature
+    return None
+
+
+_LOG_CB = L.llama_log_callback(_quiet_log)
+
+
+def _init_backend() -> None:
+    global _BACKEND_READY
+    if not _BACKEND_READY:
+        if not os.environ.get("NACRITH_LLAMA_LOG"):
+            L.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
+        L.llama_backend_init()
+        _BACKEND_READY = True
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class LlamaModel:
+    """A loaded GGUF model with one context holding `n_seq` independent sequences."""
+
+    def __init__(self, path: str, n_ctx: int, n_seq: int = 1, n_threads: int | None = None):
+        _init_backend()
+        self.path = str(path)
+        mparams = L.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        self.model = L.llama_model_load_from_file(self.path.encode(), mparams)
+        if not self.model:
+            raise ValueError(f"llama.cpp could not load the model {self.path}")
+        self.vocab_ptr = L.llama_model_get_vocab(self.model)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab_ptr)
+        self.bos = L.llama_vocab_bos(self.vocab_ptr)
+        self.n_ctx = n_ctx
+        self.n_seq = n_seq
+        self.n_threads = n_threads or default_threads()
+        self.ctx = None
+        self._make_context()
+        self._pieces: list[bytes] | None = None
+
+    def _make_context(self) -> None:
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx * self.n_seq
+        cparams.n_batch = max(self.n_ctx, 512)
+        cparams.n_ubatch = max(self.n_ctx, 512)
+        cparams.n_seq_max = self.n_seq
+        cparams.n_threads = self.n_threads
+        cparams.n_threads_batch = self.n_threads
+        cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        self.ctx = L.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise ValueError("llama.cpp could not create a context")
+        self.mem = L.llama_get_memory(self.ctx)
+        self._batch_cap = cparams.n_batch
+        self._batch = L.llama_batch_init(self._batch_cap, 0, 1)
+
+    def close(self) -> None:
+        if self.ctx:
+            L.llama_batch_free(self._batch)
+            L.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            L.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- tokenizer ---------------------------------------------------------
+    def tokenize(self, data: bytes) -> list[int]:
+        """Byte-level BPE tokens; special-token text is parsed as plain text."""
+        if not data:
+            return []
+        cap = len(data) + 16
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self.vocab_ptr, data, len(data), buf, cap, False, False)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self.vocab_ptr, data, len(data), buf, cap, False, False)
+        return list(buf[:n])
+
+    def pieces(self) -> list[bytes]:
+        """Bytes of every token, read one by one (`detokenize` truncates long tokens)."""
+        if self._pieces is None:
+            out = []
+            size = 256
+            buf = ctypes.create_string_buffer(size)
+            for t in range(self.n_vocab):
+                n = L.llama_token_to_piece(self.vocab_ptr, t, buf, size, 0, False)
+                if n < 0:
+                    big = ctypes.create_string_buffer(-n)
+                    n = L.llama_token_to_piece(self.vocab_ptr, t, big, -n, 0, False)
+                    out.append(big.raw[:n])
+                else:
+                    out.append(buf.raw[:n])
+            self._pieces = out
+        return self._pieces
+
+    # -- evaluation ----------------------------------------------------------
+    def clear(self) -> None:
+        L.llama_memory_clear(self.mem, True)
+
+    def forget(self, seq: int) -> None:
+        L.llama_memory_seq_rm(self.mem, seq, -1, -1)
+
+    def shift(self, seq: int, keep: int, drop: int, end: int) -> None:
+        """Drop positions [keep, keep+drop) of `seq` and move [keep+drop, end) down by `drop`."""
+        if not L.llama_memory_seq_rm(self.mem, seq, keep, keep + drop):
+            raise RuntimeError("llama.cpp refused to remove cache cells")
+        L.llama_memory_seq_add(self.mem, seq, keep + drop, end, -drop)
+
+    def decode(self, tokens, positions, seqs, want) -> np.ndarray:
+        """Evaluate one batch; return float32 logits (copied) for the rows where want is true."""
+        n = len(tokens)
+        if n == 0 or n > self._batch_cap:
+            raise ValueError("batch size out of range")
+        b = self._batch
+        b.n_tokens = n
+        for i in range(n):
+            b.token[i] = tokens[i]
+            b.pos[i] = positions[i]
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seqs[i]
+            b.logits[i] = 1 if want[i] else 0
+        rc = L.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        rows = [i for i in range(n) if want[i]]
+        out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
+        for j, i in enumerate(rows):
+            ptr = L.llama_get_logits_ith(self.ctx, i)
+            out[j] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return out
+
+
+def engine_profile(n_threads: int) -> str:
+    """What, besides the model and settings, decides the logits' exact bits."""
+    info = L.llama_print_system_info().decode("utf-8", "replace")
+    feats = [
+        part.split("=")[0].split(":")[-1].strip()
+        for part in info.split("|")
+        if part.strip().endswith("= 1")
+    ]
+    return f"llama.cpp {L.__version__} {platform.machine()} {','.join(feats)} fa"
