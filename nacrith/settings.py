@@ -14,8 +14,8 @@ SCHEDULE_LOCKSTEP = 1
 
 @dataclass(frozen=True)
 class Settings:
-    context: int = 1024  # tokens in a lane's window, BOS included
-    slide: int = 256  # tokens dropped from the window when it is full
+    context: int = 2048  # tokens in a lane's window, BOS included
+    slide: int = 512  # tokens dropped from the window when it is full
     chunk_bytes: int = 32768  # target chunk size; chunks are coded independently
     frame_bytes: int = 4 << 20  # most input bytes in one frame
     lanes: int = 8  # chunks advanced together, one token each per model call

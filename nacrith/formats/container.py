@@ -14,7 +14,7 @@ little-endian.
     table  := n_entries * entry, crc32:u32 of the entries
     entry  := type:u8 codec:u8 reserved:u16(=0) raw_len:u32 n_tokens:u32
               coded_len:u32 raw_crc32:u32
-    end    := "NEND"
+    end    := "NEND" payload_crc32:u32     crc32 of all payloads, in order
 
 Every length is checked against limits and against the bytes present before
 anything is allocated from it.
@@ -142,8 +142,12 @@ def write_frame(header: FrameHeader, payloads: list[bytes]) -> bytes:
         _ENTRY.pack(e.type, e.codec, 0, e.raw_len, e.n_tokens, e.coded_len, e.raw_crc32)
         for e in header.entries
     )
+    payload_crc = 0
+    for p in payloads:
+        payload_crc = zlib.crc32(p, payload_crc)
     return b"".join(
-        [head, _U32.pack(crc32(head)), table, _U32.pack(crc32(table)), *payloads, END]
+        [head, _U32.pack(crc32(head)), table, _U32.pack(crc32(table)), *payloads, END,
+         _U32.pack(payload_crc & 0xFFFFFFFF)]
     )
 
 
@@ -240,11 +244,17 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
 
 
 def frame_payloads(data, header: FrameHeader, pos: int) -> tuple[list[bytes], int]:
-    """Slice the payloads after a header; check the end marker; return the next offset."""
+    """Slice the payloads after a header; check the end marker and payload CRC."""
     r = _Reader(data, pos)
     payloads = [r.take(e.coded_len, f"chunk {i} data") for i, e in enumerate(header.entries)]
     if r.take(len(END), "end marker") != END:
         raise CorruptDataError("frame end marker is missing or damaged")
+    (want,) = _U32.unpack(r.take(4, "payload checksum"))
+    got = 0
+    for p in payloads:
+        got = zlib.crc32(p, got)
+    if got & 0xFFFFFFFF != want:
+        raise CorruptDataError("coded data checksum mismatch (the compressed file is damaged)")
     return payloads, r.pos
 
 
@@ -254,6 +264,9 @@ def iter_frames(data):
     if len(data) == 0:
         raise TruncatedDataError("compressed data is empty")
     while pos < len(data):
+        rest = bytes(data[pos : pos + 4])
+        if len(rest) < 4 and MAGIC.startswith(rest):
+            raise TruncatedDataError(f"compressed data ends inside a frame header at offset {pos}")
         if not looks_like_frame(data, pos):
             if pos == 0:
                 raise CorruptDataError("not a Nacrith file (bad magic)")

@@ -1,0 +1,95 @@
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+import nacrith
+from nacrith.formats import container
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def blob(small):
+    return nacrith.compress((DATA / "golden.txt").read_bytes()[:250], **small)
+
+
+def test_every_truncation_is_detected(blob):
+    for n in range(len(blob)):
+        with pytest.raises(nacrith.CorruptDataError) as info:
+            list(container.iter_frames(blob[:n]))
+        if n > 0:
+            assert isinstance(info.value, nacrith.TruncatedDataError), n
+
+
+def test_truncated_file_raises_truncated_error(blob):
+    with pytest.raises(nacrith.TruncatedDataError):
+        nacrith.decompress(blob[:-7])
+
+
+def test_flipped_bytes_are_detected(blob):
+    # Header, table, payload and end marker: every position, one bit.
+    for pos in range(0, len(blob), 3):
+        bad = bytearray(blob)
+        bad[pos] ^= 0x10
+        with pytest.raises(nacrith.NacrithError):
+            nacrith.decompress(bytes(bad))
+
+
+def test_trailing_data_is_rejected(blob):
+    with pytest.raises(nacrith.CorruptDataError, match="trailing"):
+        nacrith.decompress(blob + b"\x00junk")
+
+
+def _rewrite_prefix(blob, **fields):
+    magic, kind, version, flags, body_len = struct.unpack_from("<4sBBHI", blob)
+    vals = dict(magic=magic, kind=kind, version=version, flags=flags)
+    vals.update(fields)
+    head = struct.pack("<4sBBHI", vals["magic"], vals["kind"], vals["version"], vals["flags"], body_len)
+    body = blob[12 : 12 + body_len]
+    crc = struct.pack("<I", container.crc32(head + body))
+    return head + body + crc + blob[16 + body_len :]
+
+
+def test_unknown_version_is_rejected_even_with_a_valid_crc(blob):
+    with pytest.raises(nacrith.CorruptDataError, match="version"):
+        nacrith.decompress(_rewrite_prefix(blob, version=9))
+
+
+def test_reserved_bits_are_rejected_even_with_a_valid_crc(blob):
+    with pytest.raises(nacrith.CorruptDataError, match="reserved"):
+        nacrith.decompress(_rewrite_prefix(blob, flags=1))
+
+
+def test_not_a_nacrith_file():
+    with pytest.raises(nacrith.CorruptDataError, match="magic"):
+        nacrith.decompress(b"PK\x03\x04 definitely not ours")
+    with pytest.raises(nacrith.TruncatedDataError):
+        nacrith.decompress(b"")
+
+
+def test_another_model_file_is_refused_naming_both_digests(blob, tmp_path, model_path):
+    other = tmp_path / "other.gguf"
+    shutil.copyfile(model_path, other)
+    with open(other, "ab") as f:
+        f.write(b"\x00" * 32)  # a different file, so a different digest
+    from nacrith.modelfile import model_sha256
+
+    with pytest.raises(nacrith.ModelMismatchError) as info:
+        nacrith.decompress(blob, model=other)
+    msg = str(info.value)
+    assert model_sha256(model_path) in msg and model_sha256(other) in msg
+
+
+def test_golden_file_decodes_to_its_text():
+    """Any accidental change of the format or the bitstream fails here."""
+    golden = (DATA / "golden.nc").read_bytes()
+    assert nacrith.decompress(golden) == (DATA / "golden.txt").read_bytes()
+
+
+def test_golden_file_is_reproduced_by_the_encoder():
+    golden = (DATA / "golden.nc").read_bytes()
+    header, _ = container.read_header(golden)
+    text = (DATA / "golden.txt").read_bytes()
+    assert nacrith.compress(text, **{k: header.settings[k] for k in ("context", "slide", "chunk_bytes", "frame_bytes", "lanes")}) == golden
