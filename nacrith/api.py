@@ -91,7 +91,7 @@ class Decompressor:
                     ) from None
                 raise
             out = b"".join(chunks)
-        if len(out) != header.raw_size or container.sha256(out) != header.content_sha256:
+        if len(out) != header.raw_size or container.content_digest(out) != header.content_sha256:
             raise CorruptDataError("content checksum mismatch after decoding")
         return out
 

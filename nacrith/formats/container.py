@@ -7,8 +7,9 @@ little-endian.
 
     frame  := header  table  payloads  end
     header := "NACR" kind:u8 version:u8 flags:u16(=0) body_len:u32 body crc32:u32
-    body   := model_sha256[32] vocab:u32 raw_size:u64 content_sha256[32]
-              n_entries:u32 settings profile
+    body   := raw_size:u64 content_digest[16] n_entries:u32 uses_model:u8
+              [model_sha256[32] vocab:u32 settings profile]   (when uses_model = 1)
+    content_digest := the first 16 bytes of SHA-256 of the frame's content
     settings := count:u8 (id:u8 value:uvarint)*   ids from SETTING_IDS, ascending
     profile  := len:u16 utf-8 text (engine identity)
     table  := n_entries * entry, crc32:u32 of the entries
@@ -79,7 +80,7 @@ class FrameHeader:
     model_sha256: bytes
     vocab: int
     raw_size: int
-    content_sha256: bytes
+    content_sha256: bytes  # first 16 bytes of SHA-256 of the content
     settings: dict[str, int]
     profile: str
     entries: list[Entry] = field(default_factory=list)
@@ -97,8 +98,11 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+DIGEST_BYTES = 16
+
+
+def content_digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()[:DIGEST_BYTES]
 
 
 def _uvarint(n: int) -> bytes:
@@ -124,17 +128,20 @@ def write_frame(header: FrameHeader, payloads: list[bytes]) -> bytes:
     if len(payloads) != len(header.entries):
         raise ValueError("one payload per table entry")
     profile = header.profile.encode("utf-8")
-    body = b"".join(
-        [
+    parts = [
+        struct.pack("<Q", header.raw_size),
+        header.content_sha256,
+        struct.pack("<IB", len(header.entries), 1 if header.model_sha256 else 0),
+    ]
+    if header.model_sha256:
+        parts += [
             header.model_sha256,
-            struct.pack("<IQ", header.vocab, header.raw_size),
-            header.content_sha256,
-            struct.pack("<I", len(header.entries)),
+            struct.pack("<I", header.vocab),
             _pack_settings(header.settings),
             struct.pack("<H", len(profile)),
             profile,
         ]
-    )
+    body = b"".join(parts)
     if len(body) > MAX_BODY:
         raise ValueError("header too large")
     head = _PREFIX.pack(MAGIC, header.kind, VERSION, 0, len(body)) + body
@@ -203,22 +210,26 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
         raise CorruptDataError(f"header checksum mismatch in frame at offset {pos}")
     b = _Reader(body, 0)
     try:
-        model = b.take(32, "header")
-        vocab, raw_size = struct.unpack("<IQ", b.take(12, "header"))
-        content = b.take(32, "header")
-        (n_entries,) = struct.unpack("<I", b.take(4, "header"))
-        settings = {}
-        last = 0
-        for _ in range(b.take(1, "header")[0]):
-            sid = b.take(1, "header")[0]
-            if sid <= last:
-                raise CorruptDataError("settings are out of order or repeated")
-            if sid not in SETTING_NAMES:
-                raise CorruptDataError(f"unknown setting id {sid} (made by a newer nacrith?)")
-            last = sid
-            settings[SETTING_NAMES[sid]] = _read_uvarint(b)
-        (plen,) = struct.unpack("<H", b.take(2, "header"))
-        profile = b.take(plen, "header").decode("utf-8")
+        (raw_size,) = struct.unpack("<Q", b.take(8, "header"))
+        content = b.take(DIGEST_BYTES, "header")
+        n_entries, uses_model = struct.unpack("<IB", b.take(5, "header"))
+        model, vocab, settings, profile = b"", 0, {}, ""
+        if uses_model > 1:
+            raise CorruptDataError("malformed frame header: bad model flag")
+        if uses_model:
+            model = b.take(32, "header")
+            (vocab,) = struct.unpack("<I", b.take(4, "header"))
+            last = 0
+            for _ in range(b.take(1, "header")[0]):
+                sid = b.take(1, "header")[0]
+                if sid <= last:
+                    raise CorruptDataError("settings are out of order or repeated")
+                if sid not in SETTING_NAMES:
+                    raise CorruptDataError(f"unknown setting id {sid} (made by a newer nacrith?)")
+                last = sid
+                settings[SETTING_NAMES[sid]] = _read_uvarint(b)
+            (plen,) = struct.unpack("<H", b.take(2, "header"))
+            profile = b.take(plen, "header").decode("utf-8")
     except (TruncatedDataError, UnicodeDecodeError) as exc:
         raise CorruptDataError(f"malformed frame header: {exc}") from None
     if b.pos != len(body):

@@ -7,7 +7,7 @@ from ..codec.rangecoder import Decoder, Encoder
 from ..engine import run_lanes
 from ..errors import CorruptDataError, UnsupportedInputError
 from ..settings import Settings
-from .container import ENTRY_TEXT, KIND_TEXT, Entry, FrameHeader, crc32, sha256, write_frame
+from .container import ENTRY_TEXT, KIND_TEXT, Entry, FrameHeader, content_digest, crc32, write_frame
 
 
 def check_text(data: bytes, offset: int = 0) -> None:
@@ -66,7 +66,7 @@ def _frame(lm, settings, raw, chunks, tokens, payloads) -> bytes:
         model_sha256=bytes.fromhex(lm.sha256),
         vocab=lm.model.n_vocab,
         raw_size=len(raw),
-        content_sha256=sha256(raw),
+        content_sha256=content_digest(raw),
         settings=settings.header_fields(),
         profile=lm.profile,
         entries=entries,

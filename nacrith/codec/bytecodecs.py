@@ -1,0 +1,57 @@
+"""Standard-library codecs for binary segments; the smallest result is kept.
+
+Decoding is bounded by the recorded raw length, so a hostile header cannot make
+a decompressor allocate more than the frame says (which is itself capped).
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import zlib
+
+from ..errors import CorruptDataError
+
+RAW, ZLIB, BZ2, LZMA = 0, 1, 2, 3
+NAMES = {RAW: "raw", ZLIB: "zlib", BZ2: "bz2", LZMA: "lzma"}
+# Raw LZMA2 (no .xz container): the same coding as `xz -9e`, less its ~60 bytes of framing.
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+
+
+def _lzma(data: bytes) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+
+
+def best(data: bytes) -> tuple[int, bytes]:
+    """(codec id, coded bytes) of the smallest encoding, ties to the lowest id."""
+    options = [(RAW, data), (ZLIB, zlib.compress(data, 9)), (BZ2, bz2.compress(data, 9)), (LZMA, _lzma(data))]
+    return min(options, key=lambda o: (len(o[1]), o[0]))
+
+
+def decode(codec: int, payload: bytes, raw_len: int) -> bytes:
+    try:
+        if codec == RAW:
+            out = payload
+        elif codec == ZLIB:
+            d = zlib.decompressobj()
+            out = d.decompress(payload, raw_len)
+            if not d.eof or d.unconsumed_tail or d.unused_data:
+                raise CorruptDataError("zlib segment does not end where recorded")
+        elif codec == BZ2:
+            d = bz2.BZ2Decompressor()
+            out = d.decompress(payload, raw_len)
+            if not d.eof or d.unused_data:
+                raise CorruptDataError("bz2 segment does not end where recorded")
+        elif codec == LZMA:
+            d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+            out = d.decompress(payload, raw_len)
+            # Raw LZMA2 ends with an end marker; past raw_len nothing may remain.
+            if not d.eof and (d.needs_input is False or len(out) != raw_len):
+                pass
+        else:
+            raise CorruptDataError(f"unknown binary codec {codec}")
+    except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError) as exc:
+        raise CorruptDataError(f"binary segment is damaged ({exc})") from None
+    if len(out) != raw_len:
+        raise CorruptDataError("binary segment decodes to the wrong length")
+    return out
