@@ -9,6 +9,7 @@ from .errors import (
     UnsupportedInputError,
 )
 from .settings import Settings
+from .stream import NacrithFile, StreamCompressor, StreamDecompressor, open
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,10 @@ __all__ = [
     "compress",
     "decompress",
     "Settings",
+    "open",
+    "NacrithFile",
+    "StreamCompressor",
+    "StreamDecompressor",
     "NacrithError",
     "CorruptDataError",
     "TruncatedDataError",

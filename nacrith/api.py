@@ -6,8 +6,11 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import CorruptDataError, ModelMismatchError
-from .formats import container, nc05
+from .errors import CorruptDataError, ModelMismatchError, UnsupportedInputError
+from .chunking import split_chunks
+from .codec import bytecodecs
+from .formats import container, nc05, nc06
+from .segments import all_text
 from .modelfile import model_sha256, resolve_model
 from .predictors.llama import LlamaModel, engine_profile
 from .settings import Settings
@@ -26,6 +29,7 @@ class LoadedModel:
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
+_CACHE_SIZE = 3  # contexts kept alive; each holds a KV cache of context * lanes cells
 
 
 def load_model(path: str | os.PathLike | None, settings: Settings, threads: int | None = None) -> LoadedModel:
@@ -33,26 +37,76 @@ def load_model(path: str | os.PathLike | None, settings: Settings, threads: int 
     p = resolve_model(path)
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns, settings.context, settings.lanes, threads)
-    lm = _CACHE.get(key)
+    lm = _CACHE.pop(key, None)
     if lm is None:
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))  # freed once no compressor holds it
         m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads)
         lm = LoadedModel(str(p), model_sha256(p), engine_profile(m.n_threads), m)
-        _CACHE[key] = lm
+    _CACHE[key] = lm  # most recently used last
     return lm
 
 
-class Compressor:
-    """Loads the model once; `compress` may be called any number of times."""
+FORMATS = ("auto", "nc05", "nc06")
 
-    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None, **settings):
+
+class Compressor:
+    """Loads the model once; `compress` may be called any number of times.
+
+    format: "auto" (NC05 for text, NC06 for anything else, decided per frame),
+    "nc05" (text only; anything else is refused) or "nc06".
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        threads: int | None = None,
+        format: str = "auto",
+        **settings,
+    ):
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+        self.format = format
         self.settings = Settings(**settings).validate()
         self.lm = load_model(model, self.settings, threads)
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
         return b"".join(self.iter_frames(bytes(data), progress))
 
+    def compressobj(self):
+        """An incremental compressor: `compress(piece)` any number of times, then `flush()`."""
+        from .stream import StreamCompressor
+
+        return StreamCompressor(self)
+
     def iter_frames(self, data: bytes, progress: Progress | None = None):
-        return nc05.encode_frames(self.lm, self.settings, data, progress)
+        """Yield the frames of one stream for `data`; frame cuts depend only on the
+        bytes and the settings (the incremental compressor makes the same cuts)."""
+        if self.format == "nc05":
+            nc05.check_text(data)
+        cuts = split_chunks(data, self.settings.frame_bytes) or [(0, 0)]
+        for i, (a, b) in enumerate(cuts):
+            yield self.encode_frame(data[a:b], a, progress, final=i == len(cuts) - 1)
+
+    def encode_frame(self, raw: bytes, offset: int = 0, progress=None, final: bool = True) -> bytes:
+        if self.format == "nc06":
+            return nc06.encode_frame(self.lm, self.settings, raw, progress, final=final)
+        if self.format == "nc05" or not raw:
+            return nc05.encode_frame(self.lm, self.settings, raw, offset, progress, final)
+        if _is_plain_text(raw):
+            try:
+                return nc05.encode_frame(self.lm, self.settings, raw, offset, progress, final)
+            except UnsupportedInputError:
+                pass  # text the tokenizer cannot reproduce: NC06 takes it
+        return nc06.encode_frame(self.lm, self.settings, raw, progress, final=final)
+
+
+def _is_plain_text(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all_text(raw)
 
 
 class Decompressor:
@@ -65,15 +119,22 @@ class Decompressor:
     def decompress(self, blob: bytes, progress: Progress | None = None) -> bytes:
         return b"".join(self.iter_decompress(blob, progress))
 
+    def decompressobj(self):
+        """An incremental decompressor for one stream (`eof`, `unused_data`, `needs_input`)."""
+        from .stream import StreamDecompressor
+
+        return StreamDecompressor(self)
+
     def iter_decompress(self, blob, progress: Progress | None = None):
         for header, payloads in container.iter_frames(memoryview(blob)):
             yield self.decode_frame(header, payloads, progress)
 
     def decode_frame(self, header: container.FrameHeader, payloads, progress=None) -> bytes:
-        settings = Settings.from_header(header.settings)
-        if header.raw_size == 0:
-            out = b""
-        else:
+        llm = [i for i, e in enumerate(header.entries) if e.type == container.ENTRY_TEXT]
+        _check_entries(header, llm)
+        parts: list[bytes | None] = [None] * len(header.entries)
+        if llm:
+            settings = Settings.from_header(header.settings)
             path = resolve_model(self.model_path)
             check_model_digest(header, path)
             lm = load_model(path, settings, self.threads)
@@ -82,7 +143,9 @@ class Decompressor:
                     f"the file expects a vocabulary of {header.vocab} tokens, the model has {lm.model.n_vocab}"
                 )
             try:
-                chunks = nc05.decode_chunks(lm, settings, header.entries, payloads, progress)
+                texts = nc05.decode_llm(
+                    lm, settings, [header.entries[i] for i in llm], [payloads[i] for i in llm], progress
+                )
             except CorruptDataError as exc:
                 if header.profile != lm.profile:
                     raise ModelMismatchError(
@@ -90,10 +153,35 @@ class Decompressor:
                         f"and this machine runs '{lm.profile}'"
                     ) from None
                 raise
-            out = b"".join(chunks)
+            for i, t in zip(llm, texts):
+                parts[i] = t
+        for i, e in enumerate(header.entries):
+            if parts[i] is None:
+                raw = bytecodecs.decode(e.codec, payloads[i], e.raw_len)
+                if container.crc32(raw) != e.raw_crc32:
+                    raise CorruptDataError(f"segment {i}: checksum mismatch after decoding")
+                parts[i] = raw
+        out = b"".join(parts)
         if len(out) != header.raw_size or container.content_digest(out) != header.content_sha256:
             raise CorruptDataError("content checksum mismatch after decoding")
         return out
+
+
+def _check_entries(header: container.FrameHeader, llm: list[int]) -> None:
+    """Entry kinds and codecs must fit the container kind before anything is decoded."""
+    for i, e in enumerate(header.entries):
+        if e.type == container.ENTRY_TEXT:
+            if e.codec != nc05.LLM_CODEC:
+                raise CorruptDataError(f"entry {i}: unknown text codec {e.codec}")
+        elif e.type == container.ENTRY_BINARY and header.kind == container.KIND_HYBRID:
+            if e.codec not in bytecodecs.NAMES or e.n_tokens:
+                raise CorruptDataError(f"entry {i}: bad binary segment")
+        else:
+            raise CorruptDataError(f"entry {i}: type {e.type} is not allowed in {header.kind_name}")
+    if llm and not header.model_sha256:
+        raise CorruptDataError("frame has text entries but names no model")
+    if header.kind == container.KIND_TEXT and header.entries and not header.model_sha256:
+        raise CorruptDataError("NC05 frame names no model")
 
 
 def check_model_digest(header: container.FrameHeader, path) -> None:

@@ -1,10 +1,11 @@
 """Where the input is cut into chunks and frames.
 
-Chunks are coded independently (each starts with an empty model context), so
-they can be decoded in parallel; frames group chunks so that a writer needs
-bounded memory. Both cuts depend only on the bytes and the settings: a chunk
-ends after the last newline in the final quarter of its target size, else after
-the last space there, else at the last UTF-8 character boundary.
+The input is cut into frames (self-contained, so a writer needs bounded memory)
+and each frame's text into chunks (coded independently, each from an empty model
+context, so they can run as parallel lanes). Both cuts use the same rule and
+depend only on the bytes and the settings: a piece ends after the last newline
+in the final quarter of its target size, else after the last space there, else
+at the last UTF-8 character boundary.
 """
 
 from __future__ import annotations
@@ -42,20 +43,3 @@ def split_chunks(data, target: int) -> list[tuple[int, int]]:
         out.append((pos, end))
         pos = end
     return out
-
-
-def group_frames(chunks: list[tuple[int, int]], frame_bytes: int) -> list[list[tuple[int, int]]]:
-    """Greedy grouping: a frame takes chunks while its size stays <= frame_bytes."""
-    frames: list[list[tuple[int, int]]] = []
-    current: list[tuple[int, int]] = []
-    size = 0
-    for c in chunks:
-        n = c[1] - c[0]
-        if current and size + n > frame_bytes:
-            frames.append(current)
-            current, size = [], 0
-        current.append(c)
-        size += n
-    if current:
-        frames.append(current)
-    return frames

@@ -13,6 +13,7 @@ import typer
 
 from . import api
 from .errors import NacrithError
+from .codec import bytecodecs
 from .formats import container
 from .settings import Settings
 
@@ -97,13 +98,14 @@ def compress(
     chunk_bytes: int = typer.Option(_D.chunk_bytes, help="target chunk size in bytes"),
     lanes: int = typer.Option(_D.lanes, help="chunks evaluated together"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all available)"),
+    fmt: str = typer.Option("auto", "--format", help="auto (NC05 for text, NC06 otherwise), nc05 or nc06"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
     """Compress FILE to FILE.nc."""
     data = _read(file)
     out = output or file.with_name(file.name + SUFFIX)
     try:
-        comp = api.Compressor(model=model, threads=threads, context=context, slide=slide, chunk_bytes=chunk_bytes, lanes=lanes)
+        comp = api.Compressor(model=model, threads=threads, format=fmt, context=context, slide=slide, chunk_bytes=chunk_bytes, lanes=lanes)
         prog = _Progress(len(data), None, "compress")
         t0 = time.perf_counter()
         try:
@@ -163,6 +165,7 @@ def describe(blob: bytes) -> list[str]:
     lines = []
     total_raw = 0
     n = 0
+    shown_model = False
     for header, _ in container.iter_frames(memoryview(blob)):
         n += 1
         total_raw += header.raw_size
@@ -170,9 +173,20 @@ def describe(blob: bytes) -> list[str]:
         coded = header.coded_payload
         lines.append(
             f"frame {n}: {header.kind_name} v{container.VERSION}, {header.raw_size} bytes in "
-            f"{len(header.entries)} chunks, {tokens} tokens, {coded} coded bytes"
+            f"{len(header.entries)} entries, {tokens} tokens, {coded} coded bytes"
         )
-        if n == 1:
+        for kind, name in ((container.ENTRY_TEXT, "text (LLM)"), (container.ENTRY_BINARY, "binary")):
+            es = [e for e in header.entries if e.type == kind]
+            if es and header.kind == container.KIND_HYBRID:
+                raw = sum(e.raw_len for e in es)
+                cod = sum(e.coded_len for e in es)
+                codecs = sorted({bytecodecs.NAMES.get(e.codec, "?") for e in es}) if kind else ["llm"]
+                lines.append(
+                    f"  {name}: {len(es)} segments, {raw} -> {cod} bytes, "
+                    f"{cod * 8 / raw:.4f} bpb ({', '.join(codecs)})"
+                )
+        if header.model_sha256 and not shown_model:
+            shown_model = True
             lines.append(f"  model sha256: {header.model_sha256.hex()} (vocab {header.vocab})")
             lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(header.settings.items())))
             lines.append(f"  engine: {header.profile}")
@@ -193,8 +207,225 @@ def info(file: Path = typer.Argument(..., help="a .nc file")):
         _fail(f"{file}: {exc}")
 
 
-def main() -> None:
-    app()
+# ---------------------------------------------------------------------------
+# gzip / xz / zstd style front end: `nacrith [OPTIONS] [FILES...]`
+
+gz = typer.Typer(add_completion=True, help="Compress or decompress FILEs in place (like gzip); '-' or no FILE means stdin to stdout.")
+SUBCOMMANDS = {"compress", "decompress", "info"}
+OK, ERROR, WARNING = 0, 1, 2
+_BLOCK = 1 << 20
+
+
+class _Job:
+    def __init__(self, opts: dict):
+        self.o = opts
+        self.status = OK
+        self._comp = None
+        self._dec = None
+
+    # one model load for all files
+    def compressor(self):
+        if self._comp is None:
+            o = self.o
+            self._comp = api.Compressor(
+                model=o["model"], threads=o["threads"], format=o["fmt"], context=o["context"],
+                slide=o["slide"], chunk_bytes=o["chunk_bytes"], lanes=o["lanes"],
+            )
+        return self._comp
+
+    def decompressor(self):
+        if self._dec is None:
+            self._dec = api.Decompressor(model=self.o["model"], threads=self.o["threads"])
+        return self._dec
+
+    def say(self, msg: str) -> None:
+        if self.o["verbose"]:
+            typer.echo(msg, err=True)
+
+    def warn(self, msg: str) -> None:
+        if not self.o["quiet"]:
+            typer.echo(f"nacrith: {msg}", err=True)
+        self.status = max(self.status, WARNING)
+
+    def error(self, msg: str) -> None:
+        typer.echo(f"nacrith: {msg}", err=True)
+        self.status = ERROR
+
+    # streams -----------------------------------------------------------
+    def compress_stream(self, src, write) -> tuple[int, int]:
+        obj = self.compressor().compressobj()
+        n_in = n_out = 0
+        while True:
+            block = src.read(_BLOCK)
+            if not block:
+                break
+            n_in += len(block)
+            out = obj.compress(block)
+            n_out += len(out)
+            write(out)
+        out = obj.flush()
+        write(out)
+        return n_in, n_out + len(out)
+
+    def decompress_stream(self, src, write) -> tuple[int, int]:
+        from .stream import _Reader
+
+        reader = _Reader(_Counting(src), self.decompressor().decompressobj)
+        buf = bytearray(_BLOCK)
+        n_out = 0
+        while True:
+            n = reader.readinto(buf)
+            if not n:
+                break
+            write(bytes(buf[:n]))
+            n_out += n
+        return reader._fp.count, n_out
+
+
+class _Counting:
+    def __init__(self, fp):
+        self.fp = fp
+        self.count = 0
+
+    def read(self, n):
+        b = self.fp.read(n)
+        self.count += len(b)
+        return b
+
+
+def _to_file(job: _Job, path: Path, fn) -> tuple[int, int]:
+    """Run fn(write) into a temporary file beside `path`, renamed into place on success."""
+    if path.exists() and not job.o["force"]:
+        raise FileExistsError(f"{path} already exists; use -f to overwrite")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            result = fn(f.write)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists() and not job.o["force"]:
+            raise FileExistsError(f"{path} already exists; use -f to overwrite")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return result
+
+
+def _verify_structure(path: Path) -> None:
+    """Every CRC, marker and length of a written .nc file, without decoding."""
+    list(container.iter_frames(memoryview(path.read_bytes())))
+
+
+def _one(job: _Job, name: str) -> None:
+    o = job.o
+    stdin = name == "-"
+    to_stdout = o["stdout"] or stdin
+    src_path = None if stdin else Path(name)
+    if src_path is not None and not src_path.is_file():
+        job.error(f"{name}: no such file" if not src_path.exists() else f"{name}: not a regular file")
+        return
+    if o["list"]:
+        data = sys.stdin.buffer.read() if stdin else src_path.read_bytes()
+        for line in describe(data):
+            typer.echo(line)
+        return
+    if o["test"]:
+        with (sys.stdin.buffer if stdin else src_path.open("rb")) as src:
+            job.decompress_stream(src, lambda b: None)
+        job.say(f"{name}: OK")
+        return
+    decompress_mode = o["decompress"]
+    if to_stdout and not decompress_mode and sys.stdout.isatty() and not o["force"]:
+        job.error("compressed data not written to a terminal; use -f to force")
+        return
+    if decompress_mode:
+        if not stdin and not name.endswith(SUFFIX) and not to_stdout:
+            job.error(f"{name}: unknown suffix -- ignored")
+            return
+        run = job.decompress_stream
+        out_path = None if to_stdout else src_path.with_name(src_path.name[: -len(SUFFIX)])
+    else:
+        if not stdin and name.endswith(SUFFIX) and not o["force"]:
+            job.warn(f"{name} already has {SUFFIX} suffix -- unchanged")
+            return
+        run = job.compress_stream
+        out_path = None if to_stdout else src_path.with_name(src_path.name + SUFFIX)
+    t0 = time.perf_counter()
+    src = sys.stdin.buffer if stdin else src_path.open("rb")
+    try:
+        if out_path is None:
+            n_in, n_out = run(src, sys.stdout.buffer.write)
+            sys.stdout.buffer.flush()
+        else:
+            n_in, n_out = _to_file(job, out_path, lambda write: run(src, write))
+    finally:
+        if not stdin:
+            src.close()
+    dt = max(time.perf_counter() - t0, 1e-9)
+    raw = n_out if decompress_mode else n_in
+    coded = n_in if decompress_mode else n_out
+    job.say(f"{name}: {raw} <-> {coded} bytes, {coded * 8 / raw if raw else 0:.4f} bpb, {raw / 1024 / dt:.2f} KiB/s"
+            + ("" if out_path is None else f" -> {out_path}"))
+    if o["rm"] and out_path is not None:
+        if not decompress_mode:
+            _verify_structure(out_path)
+        src_path.unlink()
+
+
+@gz.command()
+def main_command(
+    files: Optional[list[str]] = typer.Argument(None, help="files; '-' or none for stdin"),
+    decompress_: bool = typer.Option(False, "-d", "--decompress", help="decompress"),
+    compress_: bool = typer.Option(False, "-z", "--compress", help="compress (the default)"),
+    stdout: bool = typer.Option(False, "-c", "--stdout", help="write to stdout, keep the input"),
+    keep: bool = typer.Option(True, "-k", "--keep", help="keep the input (the default)"),
+    rm: bool = typer.Option(False, "--rm", help="remove the input after the output is written and checked"),
+    force: bool = typer.Option(False, "-f", "--force", help="overwrite outputs; write compressed data to a terminal"),
+    test: bool = typer.Option(False, "-t", "--test", help="decode and verify, write nothing"),
+    list_: bool = typer.Option(False, "-l", "--list", help="show the header of .nc files"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="no warnings"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="report sizes and speed per file"),
+    model: Optional[Path] = typer.Option(None, "--model", help="llama.cpp GGUF model"),
+    fmt: str = typer.Option("auto", "--format", help="auto, nc05 or nc06"),
+    context: int = typer.Option(_D.context, help="tokens in the model's window"),
+    slide: int = typer.Option(_D.slide, help="tokens dropped when the window is full"),
+    chunk_bytes: int = typer.Option(_D.chunk_bytes, help="target chunk size in bytes"),
+    lanes: int = typer.Option(_D.lanes, help="chunks evaluated together"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads"),
+):
+    """Compress or decompress FILEs like gzip: FILE -> FILE.nc, -d FILE.nc -> FILE."""
+    opts = dict(
+        decompress=decompress_ and not compress_, stdout=stdout, rm=rm, force=force, test=test,
+        list=list_, quiet=quiet, verbose=verbose, model=model, fmt=fmt, context=context, slide=slide,
+        chunk_bytes=chunk_bytes, lanes=lanes, threads=threads,
+    )
+    job = _Job(opts)
+    names = files or ["-"]
+    if rm and stdout:
+        job.error("--rm and -c cannot be used together")
+        raise typer.Exit(ERROR)
+    for name in names:
+        try:
+            _one(job, name)
+        except KeyboardInterrupt:
+            typer.echo("nacrith: interrupted; no partial output was left", err=True)
+            raise typer.Exit(130)
+        except (NacrithError, ValueError, OSError) as exc:
+            msg = str(exc) if isinstance(exc, (NacrithError, ValueError)) else (exc.strerror or str(exc))
+            job.error(f"{name}: {msg}" if not str(msg).startswith(name) else msg)
+    raise typer.Exit(job.status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in SUBCOMMANDS:
+        app(args=args, prog_name="nacrith")
+    else:
+        gz(args=args, prog_name="nacrith")
 
 
 if __name__ == "__main__":

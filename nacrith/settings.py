@@ -10,6 +10,7 @@ from .errors import CorruptDataError
 # How tokens are fed to the model. 1: lanes in lockstep, one token per lane per
 # batch, the KV cache shifted natively when a lane's window is full.
 SCHEDULE_LOCKSTEP = 1
+MAX_CACHE_CELLS = 65536
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Settings:
     context: int = 2048  # tokens in a lane's window, BOS included
     slide: int = 512  # tokens dropped from the window when it is full
     chunk_bytes: int = 32768  # target chunk size; chunks are coded independently
-    frame_bytes: int = 4 << 20  # most input bytes in one frame
+    frame_bytes: int = 16 << 20  # most input bytes in one frame
     lanes: int = 8  # chunks advanced together, one token each per model call
 
     def validate(self) -> "Settings":
@@ -31,6 +32,10 @@ class Settings:
             raise ValueError("frame_bytes must be between chunk_bytes and 256 MiB")
         if not 1 <= self.lanes <= 256:
             raise ValueError("lanes must be between 1 and 256")
+        # The KV cache holds context * lanes cells (~23 KB each for SmolLM2-135M):
+        # a header may not make a decoder allocate more than ~1.5 GB for it.
+        if self.context * self.lanes > MAX_CACHE_CELLS:
+            raise ValueError(f"context * lanes must be at most {MAX_CACHE_CELLS}")
         return self
 
     def header_fields(self) -> dict[str, int]:

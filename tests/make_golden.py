@@ -7,6 +7,21 @@ import nacrith
 DATA = Path(__file__).parent / "data"
 SETTINGS = dict(context=64, slide=16, chunk_bytes=256, lanes=2)
 
+def golden06_input() -> bytes:
+    """Latin-1 text, a binary run and UTF-8 text: LLM and binary segments in one frame."""
+    text = (DATA / "golden.txt").read_bytes()
+    latin1 = "Caf\u00e9 cr\u00e8me, na\u00efve fa\u00e7ade; r\u00e9sum\u00e9.\n".encode("latin-1") * 3
+    return latin1 + text + bytes(range(256)) * 5 + text[:300]
+
+
 if __name__ == "__main__":
+    from nacrith.api import load_model
+    from nacrith.formats import nc06
+    from nacrith.settings import Settings
+
     text = (DATA / "golden.txt").read_bytes()
     (DATA / "golden.nc").write_bytes(nacrith.compress(text, **SETTINGS))
+    raw = golden06_input()
+    s = Settings(**SETTINGS)
+    (DATA / "golden06.bin").write_bytes(raw)
+    (DATA / "golden06.nc").write_bytes(nc06.encode_frame(load_model(None, s), s, raw, choose_smaller=False))

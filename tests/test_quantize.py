@@ -58,7 +58,7 @@ def test_cost_within_half_percent_of_float_softmax(model_path):
     from nacrith.predictors.llama import LlamaModel
 
     text = open(__file__.replace("test_quantize.py", "data/golden.txt"), "rb").read()
-    m = LlamaModel(str(model_path), n_ctx=512, n_seq=1)
+    m = LlamaModel(str(model_path), n_ctx=512, n_seq=1, n_batch=512)
     toks = m.tokenize(text)[:300]
     logits = m.decode([m.bos] + toks[:-1], list(range(len(toks))), [0] * len(toks), [1] * len(toks))
     m.close()

@@ -1,7 +1,7 @@
 """Frame layout shared by NC05 (text) and NC06 (hybrid) files.
 
-A file is one or more self-contained frames; concatenated files decode to the
-concatenation of their contents. Each frame covers a bounded part of the input,
+A stream (a file) is one or more self-contained frames, the last one marked
+final; concatenated streams decode to the concatenation of their contents. Each frame covers a bounded part of the input,
 so a writer needs bounded memory whatever the stream length. All integers are
 little-endian.
 
@@ -15,7 +15,8 @@ little-endian.
     table  := n_entries * entry, crc32:u32 of the entries
     entry  := type:u8 codec:u8 reserved:u16(=0) raw_len:u32 n_tokens:u32
               coded_len:u32 raw_crc32:u32
-    end    := "NEND" payload_crc32:u32     crc32 of all payloads, in order
+    end    := ("NEND" | "NFIN") payload_crc32:u32   crc32 of all payloads, in order;
+              NFIN marks the last frame of a stream (a file), NEND any other.
 
 Every length is checked against limits and against the bytes present before
 anything is allocated from it.
@@ -32,6 +33,7 @@ from ..errors import CorruptDataError, TruncatedDataError
 
 MAGIC = b"NACR"
 END = b"NEND"
+END_FINAL = b"NFIN"
 VERSION = 1
 KIND_TEXT = 5  # NC05
 KIND_HYBRID = 6  # NC06
@@ -84,6 +86,7 @@ class FrameHeader:
     settings: dict[str, int]
     profile: str
     entries: list[Entry] = field(default_factory=list)
+    final: bool = True  # set from the end marker when read
 
     @property
     def kind_name(self) -> str:
@@ -124,7 +127,7 @@ def _pack_settings(settings: dict[str, int]) -> bytes:
     return bytes([len(items)]) + b"".join(bytes([i]) + _uvarint(v) for i, v in items)
 
 
-def write_frame(header: FrameHeader, payloads: list[bytes]) -> bytes:
+def write_frame(header: FrameHeader, payloads: list[bytes], final: bool = True) -> bytes:
     if len(payloads) != len(header.entries):
         raise ValueError("one payload per table entry")
     profile = header.profile.encode("utf-8")
@@ -153,7 +156,7 @@ def write_frame(header: FrameHeader, payloads: list[bytes]) -> bytes:
     for p in payloads:
         payload_crc = zlib.crc32(p, payload_crc)
     return b"".join(
-        [head, _U32.pack(crc32(head)), table, _U32.pack(crc32(table)), *payloads, END,
+        [head, _U32.pack(crc32(head)), table, _U32.pack(crc32(table)), *payloads, END_FINAL if final else END,
          _U32.pack(payload_crc & 0xFFFFFFFF)]
     )
 
@@ -244,7 +247,9 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
     total = 0
     for i in range(n_entries):
         t, codec, reserved, raw_len, n_tok, coded, rcrc = _ENTRY.unpack_from(table, i * _ENTRY.size)
-        if reserved or raw_len == 0 or raw_len > MAX_ENTRY_RAW or n_tok > raw_len:
+        # No coder here expands data by more than 4x (a token costs < 32 bits and
+        # covers >= 1 byte), so a larger coded length can only be a forgery.
+        if reserved or raw_len == 0 or raw_len > MAX_ENTRY_RAW or n_tok > raw_len or coded > 4 * raw_len + 64:
             raise CorruptDataError(f"chunk table entry {i} is out of range")
         entries.append(Entry(t, codec, raw_len, n_tok, coded, rcrc))
         total += raw_len
@@ -258,8 +263,10 @@ def frame_payloads(data, header: FrameHeader, pos: int) -> tuple[list[bytes], in
     """Slice the payloads after a header; check the end marker and payload CRC."""
     r = _Reader(data, pos)
     payloads = [r.take(e.coded_len, f"chunk {i} data") for i, e in enumerate(header.entries)]
-    if r.take(len(END), "end marker") != END:
+    marker = r.take(len(END), "end marker")
+    if marker not in (END, END_FINAL):
         raise CorruptDataError("frame end marker is missing or damaged")
+    header.final = marker == END_FINAL
     (want,) = _U32.unpack(r.take(4, "payload checksum"))
     got = 0
     for p in payloads:
@@ -285,3 +292,10 @@ def iter_frames(data):
         header, p = read_header(data, pos)
         payloads, pos = frame_payloads(data, header, p)
         yield header, payloads
+    if not header.final:
+        raise TruncatedDataError("compressed data ends before the final frame of its stream")
+
+
+def frame_length(header: FrameHeader, payload_pos: int, frame_pos: int) -> int:
+    """Bytes the whole frame takes, known from its header and table alone."""
+    return payload_pos - frame_pos + header.coded_payload + len(END) + 4

@@ -45,7 +45,7 @@ def default_threads() -> int:
 class LlamaModel:
     """A loaded GGUF model with one context holding `n_seq` independent sequences."""
 
-    def __init__(self, path: str, n_ctx: int, n_seq: int = 1, n_threads: int | None = None):
+    def __init__(self, path: str, n_ctx: int, n_seq: int = 1, n_threads: int | None = None, n_batch: int | None = None):
         _init_backend()
         self.path = str(path)
         mparams = L.llama_model_default_params()
@@ -59,6 +59,9 @@ class LlamaModel:
         self.n_ctx = n_ctx
         self.n_seq = n_seq
         self.n_threads = n_threads or default_threads()
+        # Lockstep decoding puts at most n_seq tokens in a batch; a small batch keeps
+        # llama.cpp's logits and compute buffers small whatever the window.
+        self.n_batch = n_batch or max(n_seq, 32)
         self.ctx = None
         self._make_context()
         self._pieces: list[bytes] | None = None
@@ -66,8 +69,8 @@ class LlamaModel:
     def _make_context(self) -> None:
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_ctx * self.n_seq
-        cparams.n_batch = max(self.n_ctx, 512)
-        cparams.n_ubatch = max(self.n_ctx, 512)
+        cparams.n_batch = self.n_batch
+        cparams.n_ubatch = self.n_batch
         cparams.n_seq_max = self.n_seq
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads

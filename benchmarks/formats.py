@@ -1,0 +1,89 @@
+"""NC05 / NC06 sizes against xz -9, with verified round trips.
+
+    python benchmarks/formats.py FILE... [--latin1-alice PATH]
+
+For every file: raw size, xz -9, Nacrith's automatic choice (NC05 for text,
+NC06 otherwise) with its bpb and the split between text and binary bytes, and
+the round trip checked byte for byte. `--latin1-alice PATH` adds a Latin-1
+variant of alice29.txt (every backtick opening quote becomes the Latin-1 byte
+0xAB, '«'), which is not UTF-8 and so exercises the NC06 islands.
+Writes benchmarks/results/formats.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import time
+from pathlib import Path
+
+import nacrith
+from nacrith.formats import container
+
+
+def latin1_alice(path: str) -> bytes:
+    return Path(path).read_bytes().replace(b"`", b"\xab")
+
+
+def measure(name: str, data: bytes, **settings) -> dict:
+    xz = len(lzma.compress(data, preset=9))
+    t0 = time.perf_counter()
+    blob = nacrith.compress(data, **settings)
+    t1 = time.perf_counter()
+    ok = nacrith.decompress(blob) == data
+    t2 = time.perf_counter()
+    if not ok:
+        raise SystemExit(f"ROUND TRIP FAILED: {name}")
+    text = binary = 0
+    kinds = set()
+    for h, _ in container.iter_frames(blob):
+        kinds.add(h.kind_name)
+        for e in h.entries:
+            if e.type == container.ENTRY_TEXT:
+                text += e.raw_len
+            else:
+                binary += e.raw_len
+    return {
+        "file": name,
+        "raw": len(data),
+        "xz9": xz,
+        "nacrith": len(blob),
+        "format": "+".join(sorted(kinds)),
+        "bpb": len(blob) * 8 / max(1, len(data)),
+        "vs_xz": len(blob) / xz,
+        "text_bytes": text,
+        "binary_bytes": binary,
+        "compress_s": t1 - t0,
+        "decompress_s": t2 - t1,
+        "round_trip": ok,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--latin1-alice")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    inputs = [(Path(f).name, Path(f).read_bytes()) for f in args.files]
+    if args.latin1_alice:
+        inputs.append(("alice29.latin1.txt", latin1_alice(args.latin1_alice)))
+    rows = []
+    for name, data in inputs:
+        row = measure(name, data)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "formats.json").write_text(json.dumps(rows, indent=1))
+    md = ["| file | raw | xz -9 | nacrith | format | bpb | / xz | text bytes | binary bytes | round trip |",
+          "|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    md += [f"| {r['file']} | {r['raw']} | {r['xz9']} | {r['nacrith']} | {r['format']} | {r['bpb']:.4f} | "
+           f"{r['vs_xz']:.4f} | {r['text_bytes']} | {r['binary_bytes']} | exact |" for r in rows]
+    (out / "formats.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

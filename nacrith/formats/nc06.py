@@ -1,0 +1,70 @@
+"""NC06: hybrid frames for any bytes: LLM-coded text segments and binary segments.
+
+Text segments are cut into chunks like NC05 and tokenized with single-byte
+tokens for bytes that are not UTF-8; binary segments take the smallest of raw,
+zlib, bz2 and raw LZMA2. A frame is also coded as one binary segment, and the
+smaller of the two frames is written, so NC06 is never worse than its best
+byte codec on data the model cannot predict.
+"""
+
+from __future__ import annotations
+
+from ..chunking import split_chunks
+from ..codec import bytecodecs
+from ..segments import segments
+from ..settings import Settings
+from .container import ENTRY_BINARY, KIND_HYBRID, Entry, FrameHeader, content_digest, crc32, write_frame
+from .nc05 import encode_llm, llm_entry, model_fields, tokenize_any
+
+
+def _binary_entry(raw: bytes) -> tuple[Entry, bytes]:
+    codec, payload = bytecodecs.best(raw)
+    return Entry(ENTRY_BINARY, codec, len(raw), 0, len(payload), crc32(raw)), payload
+
+
+def _frame(raw: bytes, entries, payloads, model: dict | None, final: bool) -> bytes:
+    header = FrameHeader(
+        kind=KIND_HYBRID,
+        raw_size=len(raw),
+        content_sha256=content_digest(raw),
+        entries=entries,
+        **(model or dict(model_sha256=b"", vocab=0, settings={}, profile="")),
+    )
+    return write_frame(header, payloads, final)
+
+
+def binary_frame(raw: bytes, final: bool = True) -> bytes:
+    entry, payload = _binary_entry(raw)
+    return _frame(raw, [entry], [payload], None, final)
+
+
+def encode_frame(
+    lm, settings: Settings, raw: bytes, progress=None, choose_smaller: bool = True, final: bool = True
+) -> bytes:
+    """The smaller of the hybrid frame and the all-binary frame for `raw`
+    (`choose_smaller=False` always keeps the hybrid frame when there is text)."""
+    whole = binary_frame(raw, final)
+    segs = segments(raw)
+    if not any(is_text for _, _, is_text in segs):
+        return whole
+    # (kind, slice) in file order; text slices are LLM chunks.
+    parts: list[tuple[bool, bytes]] = []
+    for a, b, is_text in segs:
+        if is_text:
+            parts += [(True, raw[a + x : a + y]) for x, y in split_chunks(raw[a:b], settings.chunk_bytes)]
+        else:
+            parts.append((False, raw[a:b]))
+    texts = [p for t, p in parts if t]
+    tokens = [tokenize_any(lm.model, p) for p in texts]
+    coded = iter(zip(texts, tokens, encode_llm(lm, settings, tokens, progress)))
+    entries, payloads = [], []
+    for is_text, part in parts:
+        if is_text:
+            chunk, toks, payload = next(coded)
+            entries.append(llm_entry(chunk, toks, payload))
+        else:
+            entry, payload = _binary_entry(part)
+            entries.append(entry)
+        payloads.append(payload)
+    hybrid = _frame(raw, entries, payloads, model_fields(lm, settings), final)
+    return hybrid if len(hybrid) < len(whole) or not choose_smaller else whole
