@@ -59,6 +59,7 @@ class StreamDecompressor:
         self._d = decompressor
         self._in = bytearray()
         self._out = bytearray()
+        self._final = False  # the final frame was decoded (its output may still be buffered)
         self.eof = False
         self.unused_data = b""
         self.needs_input = True
@@ -81,7 +82,7 @@ class StreamDecompressor:
         if self.eof:
             raise EOFError("already at the end of the stream")
         self._in += data
-        while not self.eof and (max_length < 0 or len(self._out) < max_length):
+        while not self._final and (max_length < 0 or len(self._out) < max_length):
             frame = self._next_frame()
             if frame is None:
                 break
@@ -89,7 +90,7 @@ class StreamDecompressor:
             self._out += self._d.decode_frame(header, payloads)
             del self._in[:length]
             if header.final:
-                self.eof = True
+                self._final = True
                 self.unused_data = bytes(self._in)
                 self._in.clear()
         if max_length < 0:
@@ -98,7 +99,9 @@ class StreamDecompressor:
         else:
             out = bytes(self._out[:max_length])
             del self._out[:max_length]
-        self.needs_input = not self.eof and not self._out and self._next_frame() is None
+        # Like lzma: eof once the end is reached and every byte has been handed out.
+        self.eof = self._final and not self._out
+        self.needs_input = not self._final and not self._out and self._next_frame() is None
         return out
 
 

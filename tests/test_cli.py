@@ -66,6 +66,6 @@ def test_unknown_suffix_is_an_error(tmp_path):
 def test_non_text_is_refused_with_offset(tmp_path):
     f = tmp_path / "bin.dat"
     f.write_bytes(b"ok \xc3\x28 broken")
-    r = run("compress", f, *SMALL_ARGS)
+    r = run("compress", f, "--format", "nc05", *SMALL_ARGS)
     assert r.returncode == 1 and "offset 3" in r.stderr
     assert not (tmp_path / "bin.dat.nc").exists()

@@ -247,9 +247,9 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
     total = 0
     for i in range(n_entries):
         t, codec, reserved, raw_len, n_tok, coded, rcrc = _ENTRY.unpack_from(table, i * _ENTRY.size)
-        # No coder here expands data by more than 4x (a token costs < 32 bits and
-        # covers >= 1 byte), so a larger coded length can only be a forgery.
-        if reserved or raw_len == 0 or raw_len > MAX_ENTRY_RAW or n_tok > raw_len or coded > 4 * raw_len + 64:
+        # A byte takes at most two tokens (an escape and a carrier), a token costs
+        # < 32 bits, and the byte codecs never expand, so larger values are forgeries.
+        if reserved or raw_len == 0 or raw_len > MAX_ENTRY_RAW or n_tok > 2 * raw_len or coded > 4 * n_tok + 4 * raw_len + 64:
             raise CorruptDataError(f"chunk table entry {i} is out of range")
         entries.append(Entry(t, codec, raw_len, n_tok, coded, rcrc))
         total += raw_len

@@ -47,35 +47,81 @@ def tokenize_exact(model, data: bytes, offset: int = 0) -> list[int]:
 _RUNS = re.compile("[\udc80-\udcff]+|[^\udc80-\udcff]+")
 
 
-def byte_tokens(model) -> list[int]:
-    """The single-byte token of every byte value (byte-level BPE has all 256)."""
+class ByteTokens:
+    """How NC06 text entries spell bytes that the tokenizer cannot produce.
+
+    Byte-level BPE vocabularies usually hold a token for every byte value, but
+    not always (SmolLM2 lacks 21 of them, e.g. 0x04 and 0xF5-0xFF). Such a byte b
+    is written as two tokens: ESC, a control token whose text is empty and which
+    tokenizing text never yields, then the single-byte token of CARRIER + i, where
+    i is b's index among the missing byte values. Both cost one byte of output in
+    the decoder's length accounting, like the byte they stand for.
+    """
+
+    CARRIER = 0x30
+
+    def __init__(self, pieces: list[bytes]):
+        single: dict[int, int] = {}
+        for t, p in enumerate(pieces):
+            if len(p) == 1 and p[0] not in single:
+                single[p[0]] = t
+        self.missing = [b for b in range(256) if b not in single]
+        empty = [t for t, p in enumerate(pieces) if p == b""]
+        carriers = range(self.CARRIER, self.CARRIER + len(self.missing))
+        if not empty or any(c not in single for c in carriers):
+            raise UnsupportedInputError("this model's vocabulary cannot spell every byte value")
+        self.esc = empty[0]
+        self.spell: list[list[int]] = []
+        for b in range(256):
+            if b in single:
+                self.spell.append([single[b]])
+            else:
+                self.spell.append([self.esc, single[self.CARRIER + self.missing.index(b)]])
+
+    def detokenize(self, pieces: list[bytes], tokens: list[int]) -> bytes:
+        out = bytearray()
+        it = iter(tokens)
+        for t in it:
+            if t == self.esc:
+                carrier = pieces[next(it, self.esc)]
+                i = carrier[0] - self.CARRIER if len(carrier) == 1 else -1
+                if not 0 <= i < len(self.missing):
+                    raise CorruptDataError("malformed byte escape in a text entry")
+                out.append(self.missing[i])
+            else:
+                out += pieces[t]
+        return bytes(out)
+
+
+def byte_tokens(model) -> ByteTokens:
     table = getattr(model, "_byte_tokens", None)
     if table is None:
-        found: dict[int, int] = {}
-        for t, p in enumerate(model.pieces()):
-            if len(p) == 1 and p[0] not in found:
-                found[p[0]] = t
-        if len(found) != 256:
-            raise UnsupportedInputError("this model has no token for every byte value")
-        table = [found[b] for b in range(256)]
-        model._byte_tokens = table
+        table = model._byte_tokens = ByteTokens(model.pieces())
     return table
 
 
 def tokenize_any(model, data: bytes) -> list[int]:
     """Tokens for arbitrary bytes: valid UTF-8 runs through the tokenizer, other bytes
-    as single-byte tokens, so the model's context runs on across binary islands."""
+    one by one (see ByteTokens), so the model's context runs on across binary islands."""
     pieces = model.pieces()
-    singles = byte_tokens(model)
+    spell = byte_tokens(model).spell
     out: list[int] = []
+
+    def bytewise(raw):
+        for b in raw:
+            out.extend(spell[b])
+
     for m in _RUNS.finditer(data.decode("utf-8", "surrogateescape")):
         run = m.group(0)
         if "\udc80" <= run[0] <= "\udcff":
-            out.extend(singles[ord(ch) - 0xDC00] for ch in run)
+            bytewise(ord(ch) - 0xDC00 for ch in run)
             continue
         raw = run.encode("utf-8")
         toks = model.tokenize(raw)
-        out.extend(toks if _join(pieces, toks) == raw else (singles[b] for b in raw))
+        if _join(pieces, toks) == raw:
+            out.extend(toks)
+        else:
+            bytewise(raw)
     return out
 
 
@@ -144,9 +190,10 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
         return tok
 
     run_lanes(lm.model, settings, [e.n_tokens for e in entries], step, progress)
+    escapes = byte_tokens(lm.model)
     out = []
     for i, (e, toks) in enumerate(zip(entries, out_tokens)):
-        raw = _join(pieces, toks)
+        raw = escapes.detokenize(pieces, toks)
         if len(raw) != e.raw_len or crc32(raw) != e.raw_crc32:
             raise CorruptDataError(f"chunk {i}: checksum mismatch after decoding")
         out.append(raw)

@@ -39,12 +39,20 @@ def binary_frame(raw: bytes, final: bool = True) -> bytes:
 
 
 def encode_frame(
-    lm, settings: Settings, raw: bytes, progress=None, choose_smaller: bool = True, final: bool = True
+    lm,
+    settings: Settings,
+    raw: bytes,
+    progress=None,
+    choose_smaller: bool = True,
+    final: bool = True,
+    all_text: bool = False,
 ) -> bytes:
-    """The smaller of the hybrid frame and the all-binary frame for `raw`
-    (`choose_smaller=False` always keeps the hybrid frame when there is text)."""
+    """The smaller of the hybrid frame and the all-binary frame for `raw`.
+
+    `choose_smaller=False` keeps the hybrid frame whenever it has text, and
+    `all_text=True` makes the whole frame one text segment (both for tests)."""
     whole = binary_frame(raw, final)
-    segs = segments(raw)
+    segs = [(0, len(raw), True)] if all_text else segments(raw)
     if not any(is_text for _, _, is_text in segs):
         return whole
     # (kind, slice) in file order; text slices are LLM chunks.
