@@ -44,8 +44,15 @@ def measure(name: str, data: bytes, **settings) -> dict:
                 text += e.raw_len
             else:
                 binary += e.raw_len
+    nc06_forced = None
+    if kinds == {"NC05"}:
+        forced = nacrith.compress(data, format="nc06", **settings)
+        if nacrith.decompress(forced) != data:
+            raise SystemExit(f"ROUND TRIP FAILED (forced NC06): {name}")
+        nc06_forced = len(forced)
     return {
         "file": name,
+        "nc06_forced": nc06_forced,
         "raw": len(data),
         "xz9": xz,
         "nacrith": len(blob),
@@ -64,11 +71,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="*")
     ap.add_argument("--latin1-alice")
+    ap.add_argument("--latin1-head", type=int, default=0, help="use only the first N bytes of alice29.txt")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     inputs = [(Path(f).name, Path(f).read_bytes()) for f in args.files]
     if args.latin1_alice:
-        inputs.append(("alice29.latin1.txt", latin1_alice(args.latin1_alice)))
+        head = args.latin1_head or None
+        plain = Path(args.latin1_alice).read_bytes()[:head]
+        tag = f"[:{head}]" if head else ""
+        # the ASCII original next to its Latin-1 variant: the cost of the islands
+        inputs.append((f"alice29.txt{tag}", plain))
+        inputs.append((f"alice29.latin1.txt{tag}", latin1_alice(args.latin1_alice)[:head]))
     rows = []
     for name, data in inputs:
         row = measure(name, data)
@@ -77,12 +90,16 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "formats.json").write_text(json.dumps(rows, indent=1))
-    md = ["| file | raw | xz -9 | nacrith | format | bpb | / xz | text bytes | binary bytes | round trip |",
-          "|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    md = ["| file | raw | xz -9 | nacrith (auto) | format | bpb | / xz | NC06 forced | text bytes | binary bytes | round trip |",
+          "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     md += [f"| {r['file']} | {r['raw']} | {r['xz9']} | {r['nacrith']} | {r['format']} | {r['bpb']:.4f} | "
-           f"{r['vs_xz']:.4f} | {r['text_bytes']} | {r['binary_bytes']} | exact |" for r in rows]
+           f"{r['vs_xz']:.4f} | {r['nc06_forced'] if r['nc06_forced'] is not None else '-'} | "
+           f"{r['text_bytes']} | {r['binary_bytes']} | exact |" for r in rows]
     (out / "formats.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+    print(f"command: python benchmarks/formats.py {' '.join(args.files)}"
+          + (f" --latin1-alice {args.latin1_alice}" if args.latin1_alice else "")
+          + (f" --latin1-head {args.latin1_head}" if args.latin1_head else ""))
 
 
 if __name__ == "__main__":
