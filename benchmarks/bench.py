@@ -57,7 +57,7 @@ def run_one(path: str, config: dict[str, int]) -> dict:
     data = Path(path).read_bytes()
     stats = {"tokens": 0, "bits": 0.0}
 
-    def progress(tokens, bits):
+    def progress(tokens, bits, nbytes=0):
         stats["tokens"] += tokens
         stats["bits"] += bits
 

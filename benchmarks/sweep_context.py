@@ -29,7 +29,7 @@ def main() -> None:
         cfg = dict(context=ctx, slide=ctx // 4, chunk_bytes=65536, lanes=1)
         stats = {"t": 0, "b": 0.0}
 
-        def progress(t, b):
+        def progress(t, b, n=0):
             stats["t"] += t
             stats["b"] += b
 

@@ -29,26 +29,28 @@ def _fail(message: str) -> None:
 
 
 class _Progress:
-    """tqdm bar on stderr, only when stderr is a terminal."""
+    """tqdm bar on stderr, only when stderr is a terminal: bytes, tokens/s, running bpb."""
 
-    def __init__(self, total_bytes: int, total_tokens: int | None, label: str):
+    def __init__(self, total_bytes: int, label: str):
         self.bar = None
         self.tokens = 0
         self.bits = 0.0
-        self.total_bytes = total_bytes
+        self.bytes = 0
         self.start = time.perf_counter()
         if sys.stderr.isatty() and total_bytes:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_tokens, unit="tok", desc=label, file=sys.stderr, leave=False)
+            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False)
 
-    def __call__(self, tokens: int, bits: float) -> None:
+    def __call__(self, tokens: int, bits: float, nbytes: int = 0) -> None:
         self.tokens += tokens
         self.bits += bits
+        self.bytes += nbytes
         if self.bar is not None:
-            self.bar.update(tokens)
+            self.bar.update(nbytes)
             elapsed = max(time.perf_counter() - self.start, 1e-9)
-            self.bar.set_postfix_str(f"{self.tokens / elapsed:.0f} tok/s, {self.bits / 8 / 1024:.1f} KiB coded")
+            bpb = self.bits / self.bytes if self.bytes else 0.0
+            self.bar.set_postfix_str(f"{self.tokens / elapsed:.0f} tok/s, {bpb:.3f} bpb")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -106,7 +108,7 @@ def compress(
     out = output or file.with_name(file.name + SUFFIX)
     try:
         comp = api.Compressor(model=model, threads=threads, format=fmt, context=context, slide=slide, chunk_bytes=chunk_bytes, lanes=lanes)
-        prog = _Progress(len(data), None, "compress")
+        prog = _Progress(len(data), "compress")
         t0 = time.perf_counter()
         try:
             size = _write_atomic(out, comp.iter_frames(data, prog), force)
@@ -141,7 +143,11 @@ def decompress(
     blob = _read(file)
     try:
         dec = api.Decompressor(model=model, threads=threads)
-        prog = _Progress(len(blob), None, "decompress")
+        try:
+            total = sum(h.raw_size for h, _ in container.iter_frames(memoryview(blob)))
+        except NacrithError:
+            total = 0  # the decoder reports the damage itself
+        prog = _Progress(total, "decompress")
         t0 = time.perf_counter()
         try:
             # Decode everything before writing: a failure must leave nothing behind.

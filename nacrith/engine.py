@@ -37,7 +37,8 @@ class Lane:
 
 # step(chunk_index, token_index, freqs) -> the token at that index
 StepFn = Callable[[int, int, np.ndarray], int]
-ProgressFn = Callable[[int, float], None]
+# progress(tokens, bits, bytes) after every step
+ProgressFn = Callable[[int, float, int], None]
 
 
 def run_lanes(
@@ -52,6 +53,7 @@ def run_lanes(
     queue = list(range(len(token_counts)))[::-1]
     slots: list[Lane | None] = [None] * settings.lanes
     model.clear()
+    pieces = model.pieces()
     while queue or any(slots):
         for s in range(settings.lanes):
             if slots[s] is None and queue:
@@ -65,6 +67,7 @@ def run_lanes(
         freqs = frequencies(logits)
         tokens_this_step = 0
         bits_this_step = 0.0
+        bytes_this_step = 0
         for row, s in enumerate(busy):
             ln = slots[s]
             f = freqs[row]
@@ -73,6 +76,7 @@ def run_lanes(
             ln.bits += cost
             bits_this_step += cost
             tokens_this_step += 1
+            bytes_this_step += len(pieces[tok])
             ln.done += 1
             if ln.done == ln.n_tokens:
                 costs[ln.chunk] = ln.bits
@@ -86,5 +90,5 @@ def run_lanes(
             ln.pending = tok
             ln.pos = next_pos
         if progress is not None:
-            progress(tokens_this_step, bits_this_step)
+            progress(tokens_this_step, bits_this_step, bytes_this_step)
     return costs

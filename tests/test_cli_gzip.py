@@ -106,3 +106,24 @@ def test_missing_file_is_an_error_but_others_still_run(tmp_path):
     r = sh(f"{NAC} {SMALL} nope.txt a.txt", tmp_path)
     assert r.returncode == 1 and "nope.txt" in r.stderr
     assert (tmp_path / "a.txt.nc").exists()
+
+
+def test_ctrl_c_leaves_no_partial_files(tmp_path):
+    import signal
+    import time
+
+    text = (DATA / "golden.txt").read_bytes() * 4
+    (tmp_path / "big.txt").write_bytes(text)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "nacrith.cli", *SMALL.split(), "big.txt"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # wait until the model runs (a temporary output file appears), then interrupt
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(n.name.endswith(".tmp") for n in tmp_path.iterdir()):
+        time.sleep(0.05)
+    assert p.poll() is None, "compression finished before it could be interrupted"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err
+    assert sorted(n.name for n in tmp_path.iterdir()) == ["big.txt"]
