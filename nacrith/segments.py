@@ -12,6 +12,8 @@ across them instead of being cut.
 
 from __future__ import annotations
 
+import re
+
 BLOCK = 1024
 MAX_BAD = 0.05
 MIN_SPACE = 0.02
@@ -19,11 +21,12 @@ MIN_NON_ASCII = 0.25
 
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 13)) + b"\x7f"
 _WS = b" \t\n\r"
+_HIGH = bytes(range(0x80, 0x100))
+_ESCAPED = re.compile("[\udc80-\udcff]")
 
 
 def _invalid_utf8_bytes(block: bytes) -> int:
-    text = block.decode("utf-8", "surrogateescape")
-    return sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
+    return len(_ESCAPED.findall(block.decode("utf-8", "surrogateescape")))
 
 
 def is_text_block(block: bytes) -> bool:
@@ -35,7 +38,7 @@ def is_text_block(block: bytes) -> bool:
     if bad > MAX_BAD * n:
         return False
     space = n - len(block.translate(None, _WS))
-    non_ascii = sum(1 for b in block if b >= 0x80)
+    non_ascii = n - len(block.translate(None, _HIGH))
     return space >= MIN_SPACE * n or non_ascii >= MIN_NON_ASCII * n
 
 
