@@ -426,7 +426,17 @@ def main_command(
     raise typer.Exit(job.status)
 
 
+def _on_sigint(signum, frame):
+    from .engine import STOP
+
+    STOP.set()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, _on_sigint)
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in SUBCOMMANDS:
         app(args=args, prog_name="nacrith")

@@ -15,6 +15,7 @@ token is ever re-evaluated.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,6 +23,11 @@ import numpy as np
 
 from .codec.quantize import PRECISION, frequencies
 from .settings import Settings
+
+
+# Set by the CLI's SIGINT handler. KeyboardInterrupt raised while llama.cpp calls
+# back into Python (its log callback) is dropped by ctypes; this flag is not.
+STOP = threading.Event()
 
 
 @dataclass
@@ -55,6 +61,8 @@ def run_lanes(
     model.clear()
     pieces = model.pieces()
     while queue or any(slots):
+        if STOP.is_set():
+            raise KeyboardInterrupt
         for s in range(settings.lanes):
             if slots[s] is None and queue:
                 c = queue.pop()
