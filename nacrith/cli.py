@@ -58,28 +58,19 @@ class _Progress:
 
 
 def _write_atomic(path: Path, data_iter, force: bool) -> int:
-    """Write to a temporary file beside `path`, then rename: no partial output, ever."""
-    if path.exists() and not force:
-        _fail(f"{path} already exists; use --force to overwrite")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
-    size = 0
+    """Write an iterable of bytes atomically (see _atomic); one clear line if the file exists."""
+
+    def fill(write):
+        size = 0
+        for part in data_iter:
+            write(part)
+            size += len(part)
+        return size
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            for part in data_iter:
-                f.write(part)
-                size += len(part)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists() and not force:
-            _fail(f"{path} already exists; use --force to overwrite")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return size
+        return _atomic(path, force, fill)
+    except FileExistsError as exc:
+        _fail(str(exc))
 
 
 def _read(path: Path) -> bytes:
@@ -299,18 +290,20 @@ class _Counting:
         return b
 
 
-def _to_file(job: _Job, path: Path, fn) -> tuple[int, int]:
-    """Run fn(write) into a temporary file beside `path`, renamed into place on success."""
-    if path.exists() and not job.o["force"]:
-        raise FileExistsError(f"{path} already exists; use -f to overwrite")
+def _atomic(path: Path, force: bool, fn):
+    """Run fn(write) into a temporary file beside `path`, renamed into place only when
+    complete: an error or Ctrl-C leaves no partial output, and nothing is replaced
+    without `force`."""
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists; use -f/--force to overwrite")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as f:
             result = fn(f.write)
             f.flush()
             os.fsync(f.fileno())
-        if path.exists() and not job.o["force"]:
-            raise FileExistsError(f"{path} already exists; use -f to overwrite")
+        if path.exists() and not force:
+            raise FileExistsError(f"{path} already exists; use -f/--force to overwrite")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -319,6 +312,10 @@ def _to_file(job: _Job, path: Path, fn) -> tuple[int, int]:
             pass
         raise
     return result
+
+
+def _to_file(job: "_Job", path: Path, fn):
+    return _atomic(path, job.o["force"], fn)
 
 
 def _verify_structure(path: Path) -> None:
