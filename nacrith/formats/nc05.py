@@ -154,9 +154,9 @@ def model_fields(lm, settings: Settings) -> dict:
 def encode_frame(lm, settings: Settings, raw: bytes, offset: int = 0, progress=None, final: bool = True) -> bytes:
     """One NC05 frame for `raw` (valid UTF-8), or UnsupportedInputError."""
     check_text(raw, offset)
-    chunks = [raw[a:b] for a, b in split_chunks(raw, settings.chunk_bytes)]
-    starts = [a for a, _ in split_chunks(raw, settings.chunk_bytes)]
-    tokens = [tokenize_exact(lm.model, c, offset + s) for c, s in zip(chunks, starts)]
+    cuts = split_chunks(raw, settings.chunk_bytes)
+    chunks = [raw[a:b] for a, b in cuts]
+    tokens = [tokenize_exact(lm.model, c, offset + a) for c, (a, _) in zip(chunks, cuts)]
     payloads = encode_llm(lm, settings, tokens, progress) if chunks else []
     header = FrameHeader(
         kind=KIND_TEXT,
