@@ -13,7 +13,7 @@ from .formats import container, nc05, nc06
 from .segments import all_text
 from .modelfile import model_sha256, resolve_model
 from .predictors.llama import LlamaModel, engine_profile
-from .settings import Settings
+from .settings import SCHEDULES, Settings
 
 Progress = Callable[[int, float], None]
 
@@ -25,24 +25,44 @@ class LoadedModel:
     path: str
     sha256: str
     profile: str
-    model: LlamaModel
+    model: LlamaModel  # llama.cpp: the model; torch engine: the tokenizer only
+    torch: object = None  # gpu.engine.TorchEngine for settings.engine == "torch"
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
 _CACHE_SIZE = 3  # contexts kept alive; each holds a KV cache of context * lanes cells
 
 
-def load_model(path: str | os.PathLike | None, settings: Settings, threads: int | None = None) -> LoadedModel:
-    """Load (or reuse) a model whose context fits `settings` (window and lanes)."""
+def load_model(
+    path: str | os.PathLike | None,
+    settings: Settings,
+    threads: int | None = None,
+    device: str | None = None,
+    gpus: int | None = None,
+) -> LoadedModel:
+    """Load (or reuse) a model whose context fits `settings` (window and lanes).
+
+    The torch engine (settings.engine == "torch") runs on `device` ("cuda", "cpu";
+    default: cuda if there is one) over `gpus` GPUs (default: all visible)."""
     p = resolve_model(path)
     st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns, settings.context, settings.lanes, threads)
+    if settings.engine == "torch":
+        key = (str(p), st.st_size, st.st_mtime_ns, "torch", device, gpus)
+    else:
+        key = (str(p), st.st_size, st.st_mtime_ns, settings.context, settings.lanes, threads)
     lm = _CACHE.pop(key, None)
     if lm is None:
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))  # freed once no compressor holds it
-        m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads)
-        lm = LoadedModel(str(p), model_sha256(p), engine_profile(m.n_threads), m)
+        if settings.engine == "torch":
+            from .gpu.engine import TorchEngine
+
+            m = LlamaModel(str(p), n_ctx=16, vocab_only=True)
+            eng = TorchEngine(str(p), device, gpus)
+            lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
+        else:
+            m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads)
+            lm = LoadedModel(str(p), model_sha256(p), engine_profile(m.n_threads), m)
     _CACHE[key] = lm  # most recently used last
     return lm
 
@@ -62,13 +82,18 @@ class Compressor:
         model: str | os.PathLike | None = None,
         threads: int | None = None,
         format: str = "auto",
+        engine: str = "llama",
+        device: str | None = None,
+        gpus: int | None = None,
         **settings,
     ):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+        if engine not in SCHEDULES:
+            raise ValueError(f"engine must be one of {', '.join(SCHEDULES)}")
         self.format = format
-        self.settings = Settings(**settings).validate()
-        self.lm = load_model(model, self.settings, threads)
+        self.settings = Settings(schedule=SCHEDULES[engine], **settings).validate()
+        self.lm = load_model(model, self.settings, threads, device, gpus)
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
         return b"".join(self.iter_frames(bytes(data), progress))
@@ -112,9 +137,17 @@ def _is_plain_text(raw: bytes) -> bool:
 class Decompressor:
     """Decodes any number of frames; loads the model as the headers require."""
 
-    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        threads: int | None = None,
+        device: str | None = None,
+        gpus: int | None = None,
+    ):
         self.model_path = model
         self.threads = threads
+        self.device = device
+        self.gpus = gpus
 
     def decompress(self, blob: bytes, progress: Progress | None = None) -> bytes:
         return b"".join(self.iter_decompress(blob, progress))
@@ -137,7 +170,14 @@ class Decompressor:
             settings = Settings.from_header(header.settings)
             path = resolve_model(self.model_path)
             check_model_digest(header, path)
-            lm = load_model(path, settings, self.threads)
+            lm = load_model(path, settings, self.threads, self.device, self.gpus)
+            if settings.engine == "torch" and header.profile != lm.profile:
+                # GPU kernels are only bit-stable on the same hardware and software;
+                # decoding elsewhere would fail at best, so it is not attempted.
+                raise ModelMismatchError(
+                    f"the file was made by engine '{header.profile}', this machine runs "
+                    f"'{lm.profile}'; decode it where the engine is the same"
+                )
             if header.vocab != lm.model.n_vocab:
                 raise ModelMismatchError(
                     f"the file expects a vocabulary of {header.vocab} tokens, the model has {lm.model.n_vocab}"
@@ -196,10 +236,13 @@ def check_model_digest(header: container.FrameHeader, path) -> None:
 
 
 def compress(data: bytes, *, model=None, threads: int | None = None, progress=None, **settings) -> bytes:
-    """Compress bytes in one call (see `Settings` for the keyword settings)."""
+    """Compress bytes in one call (see `Settings` for the keyword settings; `engine`,
+    `device` and `gpus` choose the torch engine)."""
     return Compressor(model=model, threads=threads, **settings).compress(data, progress)
 
 
-def decompress(blob: bytes, *, model=None, threads: int | None = None, progress=None) -> bytes:
+def decompress(
+    blob: bytes, *, model=None, threads: int | None = None, device=None, gpus=None, progress=None
+) -> bytes:
     """Restore the bytes of one or more concatenated frames, verified."""
-    return Decompressor(model=model, threads=threads).decompress(blob, progress)
+    return Decompressor(model=model, threads=threads, device=device, gpus=gpus).decompress(blob, progress)

@@ -7,10 +7,16 @@ from dataclasses import asdict, dataclass, fields
 from .codec.quantize import LOGIT_BITS, PRECISION
 from .errors import CorruptDataError
 
-# How tokens are fed to the model. 1: lanes in lockstep, one token per lane per
-# batch, the KV cache shifted natively when a lane's window is full.
+# How tokens are fed to the model, and so which engine and coder a file needs.
+# 1: llama.cpp, lanes in lockstep taking chunks as they free up, one token per
+#    lane per batch, the KV cache shifted natively; range coder.
+# 2: torch, fixed groups of `lanes` chunks started together (gpu/lanes.py); rANS.
 SCHEDULE_LOCKSTEP = 1
+SCHEDULE_GROUPS = 2
+SCHEDULES = {"llama": SCHEDULE_LOCKSTEP, "torch": SCHEDULE_GROUPS}
 MAX_CACHE_CELLS = 65536
+# The torch engine's cache: context * lanes cells of ~23 KB in float16 on a GPU.
+MAX_GROUP_CELLS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,7 @@ class Settings:
     chunk_bytes: int = 32768  # target chunk size; chunks are coded independently
     frame_bytes: int = 16 << 20  # most input bytes in one frame
     lanes: int = 8  # chunks advanced together, one token each per model call
+    schedule: int = SCHEDULE_LOCKSTEP  # which engine (see SCHEDULES)
 
     def validate(self) -> "Settings":
         if not 16 <= self.context <= 32768:
@@ -30,6 +37,14 @@ class Settings:
             raise ValueError("chunk_bytes must be between 16 bytes and 16 MiB")
         if not self.chunk_bytes <= self.frame_bytes <= 1 << 28:
             raise ValueError("frame_bytes must be between chunk_bytes and 256 MiB")
+        if self.schedule == SCHEDULE_GROUPS:
+            if not 1 <= self.lanes <= 8192:
+                raise ValueError("lanes must be between 1 and 8192")
+            if self.context * self.lanes > MAX_GROUP_CELLS:
+                raise ValueError(f"context * lanes must be at most {MAX_GROUP_CELLS} for the torch engine")
+            return self
+        if self.schedule != SCHEDULE_LOCKSTEP:
+            raise ValueError(f"unknown schedule {self.schedule}")
         if not 1 <= self.lanes <= 256:
             raise ValueError("lanes must be between 1 and 256")
         # The KV cache holds context * lanes cells (~23 KB each for SmolLM2-135M):
@@ -38,16 +53,19 @@ class Settings:
             raise ValueError(f"context * lanes must be at most {MAX_CACHE_CELLS}")
         return self
 
+    @property
+    def engine(self) -> str:
+        return "torch" if self.schedule == SCHEDULE_GROUPS else "llama"
+
     def header_fields(self) -> dict[str, int]:
         out = asdict(self)
-        out["schedule"] = SCHEDULE_LOCKSTEP
         out["precision"] = PRECISION
         out["logit_bits"] = LOGIT_BITS
         return out
 
     @classmethod
     def from_header(cls, values: dict[str, int]) -> "Settings":
-        expected = {"schedule": SCHEDULE_LOCKSTEP, "precision": PRECISION, "logit_bits": LOGIT_BITS}
+        expected = {"precision": PRECISION, "logit_bits": LOGIT_BITS}
         names = {f.name for f in fields(cls)}
         unknown = set(values) - names - set(expected)
         if unknown:

@@ -124,3 +124,64 @@ def frequencies_torch(logits):
 def cost_bits(freqs: np.ndarray, symbol: int) -> float:
     """Bits an ideal coder spends on `symbol` under these frequencies."""
     return PRECISION - float(np.log2(freqs[symbol]))
+
+
+# -- row-wise lookups for the GPU lanes ----------------------------------------------
+# The same integers as `frequencies`, but only what the coder needs crosses back:
+# (start, freq) of a known symbol for the encoder, or the symbol whose interval
+# holds a slot for the decoder. Written with plain tensor ops so that torch.compile
+# may fuse them; integer ops give the same results fused or not.
+
+
+def _weights_torch(x, table):
+    import torch
+
+    q = torch.floor(x * float(1 << LOGIT_BITS)).to(torch.int64)
+    d = q.amax(dim=-1, keepdim=True) - q
+    e = (d * LOG2E_FIX) >> LOGIT_BITS
+    whole = torch.clamp(e >> LOGIT_BITS, max=MAX_SHIFT)
+    frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
+    return table[frac] >> whole
+
+
+def _freqs_torch(x, table):
+    """Frequencies and the index of the top token (lowest index among the largest weights)."""
+    import torch
+
+    w = _weights_torch(x, table)
+    vocab = x.shape[-1]
+    f = 1 + torch.div(w * (TOTAL - vocab), w.sum(dim=-1, keepdim=True), rounding_mode="floor")
+    rest = TOTAL - f.sum(dim=-1, keepdim=True)
+    idx = torch.arange(vocab, device=x.device)
+    # the largest weight is always table[0] (the top logit has distance 0)
+    top = torch.where(w == int(EXP2_TABLE[0]), idx, vocab).amin(dim=-1, keepdim=True)
+    return f + torch.where(idx == top, rest, 0)
+
+
+def lookup_torch(logits, symbols, table):
+    """(start, freq) of `symbols` ([N] int64) under each row of `logits` ([N, V] float32)."""
+    import torch
+
+    f = _freqs_torch(logits, table)
+    idx = torch.arange(logits.shape[-1], device=logits.device)
+    start = torch.where(idx < symbols.unsqueeze(1), f, 0).sum(dim=-1)
+    freq = f.gather(1, symbols.unsqueeze(1)).squeeze(1)
+    return start, freq
+
+
+def search_torch(logits, slots, table):
+    """The symbol whose interval holds each slot, with its (start, freq)."""
+    import torch
+
+    f = _freqs_torch(logits, table)
+    cdf = torch.cumsum(f, dim=-1)
+    sym = torch.searchsorted(cdf, slots.unsqueeze(1), right=True).clamp_(max=logits.shape[-1] - 1)
+    end = cdf.gather(1, sym)
+    freq = f.gather(1, sym)
+    return sym.squeeze(1), (end - freq).squeeze(1), freq.squeeze(1)
+
+
+def table_torch(device):
+    import torch
+
+    return torch.as_tensor(EXP2_TABLE, device=device)

@@ -126,7 +126,17 @@ def tokenize_any(model, data: bytes) -> list[int]:
 
 
 def encode_llm(lm, settings: Settings, token_lists: list[list[int]], progress=None) -> list[bytes]:
-    """Range-code each token list (one per chunk) through the lockstep lanes."""
+    """Code each token list (one per chunk): range coder through the llama.cpp lanes,
+    or rANS through the torch engine's groups."""
+    if settings.engine == "torch":
+        pieces = lm.model.pieces()
+
+        def done(part, result):
+            if progress:
+                toks = [token_lists[i] for i in part]
+                progress(sum(map(len, toks)), sum(result[1]), sum(len(pieces[t]) for ts in toks for t in ts))
+
+        return lm.torch.encode(settings, lm.model.bos, token_lists, done)[0]
     encoders = [Encoder() for _ in token_lists]
 
     def step(ci, ti, freqs):
@@ -171,6 +181,8 @@ def encode_frame(lm, settings: Settings, raw: bytes, offset: int = 0, progress=N
 def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list[bytes]:
     """Decode LLM-coded entries; each result is checked against its length and CRC."""
     pieces = lm.model.pieces()
+    if settings.engine == "torch":
+        return _decode_torch(lm, settings, entries, payloads, progress)
     n_vocab = len(pieces)
     decoders = [Decoder(p) for p in payloads]
     out_tokens: list[list[int]] = [[] for _ in entries]
@@ -190,6 +202,23 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
         return tok
 
     run_lanes(lm.model, settings, [e.n_tokens for e in entries], step, progress)
+    return _finish(lm, entries, out_tokens)
+
+
+def _decode_torch(lm, settings: Settings, entries, payloads, progress=None) -> list[bytes]:
+    pieces = lm.model.pieces()
+
+    def done(part, result):
+        if progress:
+            progress(sum(map(len, result)), 0.0, sum(len(pieces[t]) for ts in result for t in ts))
+
+    counts = [e.n_tokens for e in entries]
+    tokens = lm.torch.decode(settings, lm.model.bos, counts, payloads, done)
+    return _finish(lm, entries, tokens)
+
+
+def _finish(lm, entries, out_tokens) -> list[bytes]:
+    pieces = lm.model.pieces()
     escapes = byte_tokens(lm.model)
     out = []
     for i, (e, toks) in enumerate(zip(entries, out_tokens)):

@@ -45,11 +45,20 @@ def default_threads() -> int:
 class LlamaModel:
     """A loaded GGUF model with one context holding `n_seq` independent sequences."""
 
-    def __init__(self, path: str, n_ctx: int, n_seq: int = 1, n_threads: int | None = None, n_batch: int | None = None):
+    def __init__(
+        self,
+        path: str,
+        n_ctx: int,
+        n_seq: int = 1,
+        n_threads: int | None = None,
+        n_batch: int | None = None,
+        vocab_only: bool = False,
+    ):
         _init_backend()
         self.path = str(path)
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        mparams.vocab_only = vocab_only  # the torch engine only needs the tokenizer
         self.model = L.llama_model_load_from_file(self.path.encode(), mparams)
         if not self.model:
             raise ValueError(f"llama.cpp could not load the model {self.path}")
@@ -63,7 +72,8 @@ class LlamaModel:
         # llama.cpp's logits and compute buffers small whatever the window.
         self.n_batch = n_batch or max(n_seq, 32)
         self.ctx = None
-        self._make_context()
+        if not vocab_only:
+            self._make_context()
         self._pieces: list[bytes] | None = None
 
     def _make_context(self) -> None:

@@ -1,0 +1,156 @@
+"""The torch engine: groups of lanes on one device, or on several GPUs at once.
+
+With `gpus` > 1, one worker process per GPU loads the model and takes groups as
+they come; results are put back in group order, and a worker's failure stops
+the whole job with its error (a missing group is never filled with anything).
+Which GPU codes a group does not matter: every group has the same shapes and
+starts from an empty cache, so the bytes are the same with 1, 2 or 8 GPUs.
+"""
+
+from __future__ import annotations
+
+import platform
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
+
+from ..errors import NacrithError
+from ..settings import Settings
+from .lanes import GroupRunner, groups
+
+_MODELS: dict[tuple[str, str], object] = {}
+_RUNNERS: dict[tuple, GroupRunner] = {}
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def profile(device: str) -> str:
+    """What, besides model and settings, decides the logits' bits on this engine."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        idx = dev.index if dev.index is not None else 0
+        name = torch.cuda.get_device_name(idx)
+        major, minor = torch.cuda.get_device_capability(idx)
+        return f"torch {torch.__version__} cuda {torch.version.cuda} {name} sm_{major}{minor} float16 graphs"
+    cap = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__} cpu {platform.machine()} {cap} float32"
+
+
+def _model(path: str, device: str):
+    from ..predictors.torch_llama import TorchLlama
+
+    key = (path, device)
+    if key not in _MODELS:
+        _MODELS[key] = TorchLlama(path, device=device)
+    return _MODELS[key]
+
+
+def _runner(path: str, device: str, settings: Settings, bos: int) -> GroupRunner:
+    key = (path, device, settings.context, settings.slide, settings.lanes, bos)
+    r = _RUNNERS.get(key)
+    if r is None:
+        _RUNNERS.clear()  # one cache per process: they are large
+        r = _RUNNERS[key] = GroupRunner(_model(path, device), settings, bos)
+    return r
+
+
+# -- worker processes ---------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _worker_init(path: str, queue) -> None:
+    index = queue.get()
+    import torch
+
+    torch.cuda.set_device(index)
+    _WORKER.update(path=path, device=f"cuda:{index}")
+
+
+def _work(kind: str, settings: Settings, bos: int, args):
+    r = _runner(_WORKER["path"], _WORKER["device"], settings, bos)
+    return r.encode(*args) if kind == "enc" else r.decode(*args)
+
+
+class TorchEngine:
+    def __init__(self, path: str, device: str | None = None, gpus: int | None = None):
+        self.path = str(path)
+        self.device = device or default_device()
+        n = visible_gpus() if gpus is None else gpus
+        if self.device.startswith("cuda"):
+            if n > visible_gpus():
+                raise NacrithError(f"{n} GPUs asked for, {visible_gpus()} visible")
+            self.gpus = max(1, n)
+        else:
+            self.gpus = 1
+        self.profile = profile(self.device)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _map(self, kind: str, settings: Settings, bos: int, jobs: list, parts: list, progress: Callable | None):
+        """Run every group's job; progress(chunk range, result) after each, in order."""
+        if self.gpus == 1:
+            r = _runner(self.path, self.device, settings, bos)
+            out = []
+            for args in jobs:
+                out.append(r.encode(*args) if kind == "enc" else r.decode(*args))
+                if progress:
+                    progress(parts[len(out) - 1], out[-1])
+            return out
+        pool = self._workers()
+        futures = [pool.submit(_work, kind, settings, bos, args) for args in jobs]
+        out = []
+        for i, f in enumerate(futures):
+            try:
+                out.append(f.result())
+            except NacrithError:
+                raise
+            except Exception as exc:
+                raise NacrithError(f"GPU worker failed on group {i}: {type(exc).__name__}: {exc}") from exc
+            if progress:
+                progress(parts[i], out[-1])
+        return out
+
+    def _workers(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")
+            queue = ctx.Queue()
+            for i in range(self.gpus):
+                queue.put(i)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.gpus, mp_context=ctx, initializer=_worker_init, initargs=(self.path, queue)
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def encode(self, settings: Settings, bos: int, token_lists: list[list[int]], progress=None):
+        """(payloads, bits) for every chunk, in order."""
+        parts = groups(len(token_lists), settings.lanes)
+        jobs = [([token_lists[i] for i in g],) for g in parts]
+        done = self._map("enc", settings, bos, jobs, parts, progress)
+        payloads = [p for ps, _ in done for p in ps]
+        bits = [b for _, bs in done for b in bs]
+        return payloads, bits
+
+    def decode(self, settings: Settings, bos: int, counts: list[int], payloads: list[bytes], progress=None):
+        """Token lists for every chunk, in order."""
+        parts = groups(len(counts), settings.lanes)
+        jobs = [([counts[i] for i in g], [payloads[i] for i in g]) for g in parts]
+        done = self._map("dec", settings, bos, jobs, parts, progress)
+        return [t for ts in done for t in ts]
