@@ -44,7 +44,7 @@ def profile(device: str) -> str:
         major, minor = torch.cuda.get_device_capability(idx)
         return f"torch {torch.__version__} cuda {torch.version.cuda} {name} sm_{major}{minor} float16 graphs"
     cap = torch.backends.cpu.get_cpu_capability()
-    return f"torch {torch.__version__} cpu {platform.machine()} {cap} float32"
+    return f"torch {torch.__version__} cpu {platform.machine()} {cap} float32 threads {torch.get_num_threads()}"
 
 
 def _model(path: str, device: str):
@@ -70,12 +70,16 @@ def _runner(path: str, device: str, settings: Settings, bos: int) -> GroupRunner
 _WORKER: dict = {}
 
 
-def _worker_init(path: str, queue) -> None:
+def _worker_init(path: str, device: str, threads: int, queue) -> None:
     index = queue.get()
     import torch
 
-    torch.cuda.set_device(index)
-    _WORKER.update(path=path, device=f"cuda:{index}")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(index)
+        device = f"cuda:{index}"
+    else:
+        torch.set_num_threads(threads)  # CPU results may depend on the thread count
+    _WORKER.update(path=path, device=device)
 
 
 def _work(kind: str, settings: Settings, bos: int, args):
@@ -87,13 +91,13 @@ class TorchEngine:
     def __init__(self, path: str, device: str | None = None, gpus: int | None = None):
         self.path = str(path)
         self.device = device or default_device()
-        n = visible_gpus() if gpus is None else gpus
         if self.device.startswith("cuda"):
+            n = visible_gpus() if gpus is None else gpus
             if n > visible_gpus():
                 raise NacrithError(f"{n} GPUs asked for, {visible_gpus()} visible")
             self.gpus = max(1, n)
         else:
-            self.gpus = 1
+            self.gpus = max(1, gpus or 1)  # several CPU workers: for tests of the pool
         self.profile = profile(self.device)
         self._pool: ProcessPoolExecutor | None = None
 
@@ -125,12 +129,15 @@ class TorchEngine:
         if self._pool is None:
             import multiprocessing as mp
 
+            import torch
+
             ctx = mp.get_context("spawn")
             queue = ctx.Queue()
             for i in range(self.gpus):
                 queue.put(i)
             self._pool = ProcessPoolExecutor(
-                max_workers=self.gpus, mp_context=ctx, initializer=_worker_init, initargs=(self.path, queue)
+                max_workers=self.gpus, mp_context=ctx, initializer=_worker_init,
+                initargs=(self.path, self.device, torch.get_num_threads(), queue),
             )
         return self._pool
 
