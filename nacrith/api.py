@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 from .errors import CorruptDataError, ModelMismatchError, UnsupportedInputError
@@ -13,7 +13,7 @@ from .formats import container, nc05, nc06
 from .segments import all_text
 from .modelfile import model_sha256, resolve_model
 from .predictors.llama import LlamaModel, engine_profile
-from .settings import SCHEDULES, Settings
+from .settings import SCHEDULES, TORCH_DEFAULTS, Settings
 
 Progress = Callable[[int, float], None]
 
@@ -92,7 +92,13 @@ class Compressor:
         if engine not in SCHEDULES:
             raise ValueError(f"engine must be one of {', '.join(SCHEDULES)}")
         self.format = format
-        self.settings = Settings(schedule=SCHEDULES[engine], **settings).validate()
+        given = {k: v for k, v in settings.items() if v is not None}
+        if engine == "torch":
+            base = asdict(TORCH_DEFAULTS)
+            base.update(given)
+            given = base
+        given["schedule"] = SCHEDULES[engine]
+        self.settings = Settings(**given).validate()
         self.lm = load_model(model, self.settings, threads, device, gpus)
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:

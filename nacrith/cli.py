@@ -15,12 +15,13 @@ from . import api
 from .errors import NacrithError
 from .codec import bytecodecs
 from .formats import container
-from .settings import Settings
+from .settings import TORCH_DEFAULTS, Settings
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, help="Lossless compression with a small language model.")
 
 SUFFIX = ".nc"
 _D = Settings()
+_T = TORCH_DEFAULTS
 
 
 def _fail(message: str) -> None:
@@ -86,19 +87,25 @@ def compress(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="output path (default FILE.nc)"),
     force: bool = typer.Option(False, "-f", "--force", help="overwrite an existing output"),
     model: Optional[Path] = typer.Option(None, "--model", help="llama.cpp GGUF model (default: embedded SmolLM2-135M)"),
-    context: int = typer.Option(_D.context, help="tokens in the model's window"),
-    slide: int = typer.Option(_D.slide, help="tokens dropped when the window is full"),
-    chunk_bytes: int = typer.Option(_D.chunk_bytes, help="target chunk size in bytes"),
-    lanes: int = typer.Option(_D.lanes, help="chunks evaluated together"),
+    context: Optional[int] = typer.Option(None, help=f"tokens in the model's window (default {_D.context}; torch engine {_T.context})"),
+    slide: Optional[int] = typer.Option(None, help=f"tokens dropped when the window is full (default {_D.slide}; torch engine {_T.slide})"),
+    chunk_bytes: Optional[int] = typer.Option(None, help=f"target chunk size in bytes (default {_D.chunk_bytes}; torch engine {_T.chunk_bytes})"),
+    lanes: Optional[int] = typer.Option(None, help=f"chunks evaluated together (default {_D.lanes}; torch engine {_T.lanes})"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all available)"),
     fmt: str = typer.Option("auto", "--format", help="auto (NC05 for text, NC06 otherwise), nc05 or nc06"),
+    engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
+    device: Optional[str] = typer.Option(None, "--device", help="torch engine: cuda or cpu (default: cuda if present)"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
     """Compress FILE to FILE.nc."""
     data = _read(file)
     out = output or file.with_name(file.name + SUFFIX)
     try:
-        comp = api.Compressor(model=model, threads=threads, format=fmt, context=context, slide=slide, chunk_bytes=chunk_bytes, lanes=lanes)
+        comp = api.Compressor(
+            model=model, threads=threads, format=fmt, context=context, slide=slide,
+            chunk_bytes=chunk_bytes, lanes=lanes, engine=engine, device=device, gpus=gpus,
+        )
         prog = _Progress(len(data), "compress")
         t0 = time.perf_counter()
         try:
@@ -124,6 +131,8 @@ def decompress(
     force: bool = typer.Option(False, "-f", "--force", help="overwrite an existing output"),
     model: Optional[Path] = typer.Option(None, "--model", help="the GGUF model the file was made with"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all available)"),
+    device: Optional[str] = typer.Option(None, "--device", help="torch-engine files: cuda or cpu (default: cuda if present)"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="torch-engine files: GPU workers (default: all visible)"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
     """Decompress FILE.nc, verifying every checksum before the output appears."""
@@ -133,7 +142,7 @@ def decompress(
         output = file.with_name(file.name[: -len(SUFFIX)])
     blob = _read(file)
     try:
-        dec = api.Decompressor(model=model, threads=threads)
+        dec = api.Decompressor(model=model, threads=threads, device=device, gpus=gpus)
         try:
             total = sum(h.raw_size for h, _ in container.iter_frames(memoryview(blob)))
         except NacrithError:
@@ -227,12 +236,15 @@ class _Job:
             self._comp = api.Compressor(
                 model=o["model"], threads=o["threads"], format=o["fmt"], context=o["context"],
                 slide=o["slide"], chunk_bytes=o["chunk_bytes"], lanes=o["lanes"],
+                engine=o["engine"], device=o["device"], gpus=o["gpus"],
             )
         return self._comp
 
     def decompressor(self):
         if self._dec is None:
-            self._dec = api.Decompressor(model=self.o["model"], threads=self.o["threads"])
+            self._dec = api.Decompressor(
+                model=self.o["model"], threads=self.o["threads"], device=self.o["device"], gpus=self.o["gpus"]
+            )
         return self._dec
 
     def say(self, msg: str) -> None:
@@ -394,17 +406,20 @@ def main_command(
     verbose: bool = typer.Option(False, "-v", "--verbose", help="report sizes and speed per file"),
     model: Optional[Path] = typer.Option(None, "--model", help="llama.cpp GGUF model"),
     fmt: str = typer.Option("auto", "--format", help="auto, nc05 or nc06"),
-    context: int = typer.Option(_D.context, help="tokens in the model's window"),
-    slide: int = typer.Option(_D.slide, help="tokens dropped when the window is full"),
-    chunk_bytes: int = typer.Option(_D.chunk_bytes, help="target chunk size in bytes"),
-    lanes: int = typer.Option(_D.lanes, help="chunks evaluated together"),
+    context: Optional[int] = typer.Option(None, help=f"tokens in the model's window (default {_D.context}; torch engine {_T.context})"),
+    slide: Optional[int] = typer.Option(None, help=f"tokens dropped when the window is full (default {_D.slide}; torch engine {_T.slide})"),
+    chunk_bytes: Optional[int] = typer.Option(None, help=f"target chunk size in bytes (default {_D.chunk_bytes}; torch engine {_T.chunk_bytes})"),
+    lanes: Optional[int] = typer.Option(None, help=f"chunks evaluated together (default {_D.lanes}; torch engine {_T.lanes})"),
     threads: Optional[int] = typer.Option(None, help="CPU threads"),
+    engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
+    device: Optional[str] = typer.Option(None, "--device", help="torch engine: cuda or cpu (default: cuda if present)"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
 ):
     """Compress or decompress FILEs like gzip: FILE -> FILE.nc, -d FILE.nc -> FILE."""
     opts = dict(
         decompress=decompress_ and not compress_, stdout=stdout, rm=rm, force=force, test=test,
         list=list_, quiet=quiet, verbose=verbose, model=model, fmt=fmt, context=context, slide=slide,
-        chunk_bytes=chunk_bytes, lanes=lanes, threads=threads,
+        chunk_bytes=chunk_bytes, lanes=lanes, threads=threads, engine=engine, device=device, gpus=gpus,
     )
     job = _Job(opts)
     names = files or ["-"]

@@ -82,3 +82,7 @@ class Settings:
             return cls(**{n: values[n] for n in names}).validate()
         except ValueError as exc:
             raise CorruptDataError(f"header settings out of range: {exc}") from None
+
+
+# The torch engine's defaults: a short window and many small chunks keep a GPU busy.
+TORCH_DEFAULTS = Settings(context=512, slide=128, chunk_bytes=8192, lanes=1024, schedule=SCHEDULE_GROUPS)

@@ -5,6 +5,7 @@ Also home of the LLM entry coder that NC06 uses for its text segments.
 
 from __future__ import annotations
 
+import os
 import re
 
 from ..chunking import split_chunks
@@ -42,6 +43,18 @@ def tokenize_exact(model, data: bytes, offset: int = 0) -> list[int]:
             f"the tokenizer does not reproduce the input at byte offset {offset + at}"
         )
     return tokens
+
+
+def tokenize_chunks(model, chunks: list[bytes], offsets: list[int]) -> list[list[int]]:
+    """tokenize_exact for every chunk, on several threads when there are many
+    (llama.cpp's tokenizer runs without the GIL and only reads the vocabulary)."""
+    if len(chunks) < 16:
+        return [tokenize_exact(model, c, o) for c, o in zip(chunks, offsets)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(16, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda co: tokenize_exact(model, *co), zip(chunks, offsets)))
 
 
 _RUNS = re.compile("[\udc80-\udcff]+|[^\udc80-\udcff]+")
@@ -166,7 +179,7 @@ def encode_frame(lm, settings: Settings, raw: bytes, offset: int = 0, progress=N
     check_text(raw, offset)
     cuts = split_chunks(raw, settings.chunk_bytes)
     chunks = [raw[a:b] for a, b in cuts]
-    tokens = [tokenize_exact(lm.model, c, offset + a) for c, (a, _) in zip(chunks, cuts)]
+    tokens = tokenize_chunks(lm.model, chunks, [offset + a for a, _ in cuts])
     payloads = encode_llm(lm, settings, tokens, progress) if chunks else []
     header = FrameHeader(
         kind=KIND_TEXT,

@@ -17,8 +17,6 @@ dtype and versions and a file is only decoded under the same profile.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -98,54 +96,53 @@ class TorchLlama:
 
     # -- cache -------------------------------------------------------------------------
 
-    def new_cache(self, lanes: int, context: int) -> "Cache":
+    def new_cache(self, lanes: int, context: int) -> Cache:
         return Cache(self, lanes, context)
 
-    def rope_table(self, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ang = np.outer(np.arange(context, dtype=np.float64), self.inv_freq)
-        cos = torch.from_numpy(np.cos(ang).astype(np.float32)).to(self.device)
-        sin = torch.from_numpy(np.sin(ang).astype(np.float32)).to(self.device)
-        return cos, sin
+    def rope_rows(self, positions) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per position: cos repeated over both halves, and sin signed for rotate-half
+        (-sin on the first half, +sin on the second), in the model's dtype."""
+        ang = np.outer(np.asarray(positions, dtype=np.float64), self.inv_freq)
+        cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=1)
+        sin = np.concatenate([-np.sin(ang), np.sin(ang)], axis=1)
+        conv = lambda a: torch.from_numpy(a.astype(np.float32)).to(self.device, self.dtype)  # noqa: E731
+        return conv(cos), conv(sin)
 
     # -- forward -----------------------------------------------------------------------
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * w).to(self.dtype)
+        return F.rms_norm(x, (self.dim,), w, self.eps).to(self.dtype)
 
     @staticmethod
     def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate half-split pairs of the last dimension; computed in float32."""
-        x32 = x.float()
-        a, b = x32.chunk(2, dim=-1)
-        return torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1).to(x.dtype)
+        """Rotate half-split pairs of the last dimension (tables from `rope_rows`)."""
+        hd = x.shape[-1]
+        swapped = x.unflatten(-1, (2, hd // 2)).flip(-2).flatten(-2)
+        return torch.addcmul(x * cos, swapped, sin)
 
-    def step(self, tokens: torch.Tensor, pos: torch.Tensor, cache: "Cache") -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, cache: Cache) -> torch.Tensor:
         """Logits (float32, [lanes, vocab]) for one token per lane at position `pos`.
 
         `pos` is a 1-element int64 tensor on the model's device so that the whole
         step can be captured in a CUDA graph and replayed at any position.
         """
         n, hd, nh, nkv = tokens.shape[0], self.head_dim, self.n_head, self.n_kv
-        cos = cache.cos.index_select(0, pos)  # [1, hd/2]
+        cos = cache.cos.index_select(0, pos)  # [1, hd]
         sin = cache.sin.index_select(0, pos)
-        mask = torch.where(cache.slots <= pos, 0.0, float("-inf"))  # [C]
+        mask = torch.where(cache.slots <= pos, 0.0, float("-inf")).to(self.dtype).view(1, 1, 1, -1)
         x = self.emb.index_select(0, tokens).float()  # residual stream in float32
-        scale = 1.0 / math.sqrt(hd)
         for i, ly in enumerate(self.layers):
             h = self._rms(x, ly["attn_norm"]) @ ly["wqkv"]
-            q, k, v = h.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
-            q = self.rope(q.view(n, nh, hd), cos, sin)
-            k = self.rope(k.view(n, nkv, hd), cos, sin)
-            cache.k[i].index_copy_(2, pos, k.unsqueeze(2))
-            cache.v[i].index_copy_(2, pos, v.view(n, nkv, 1, hd))
-            qg = q.view(n, nkv, nh // nkv, hd)
-            att = (qg @ cache.k[i].transpose(-1, -2)).float() * scale + mask  # [n, kv, g, C]
-            att = torch.softmax(att, dim=-1).to(self.dtype)
-            o = (att @ cache.v[i]).reshape(n, nh * hd)
-            x = x + (o @ ly["wo"]).float()
-            g, u = (self._rms(x, ly["ffn_norm"]) @ ly["w13"]).chunk(2, dim=-1)
-            x = x + ((F.silu(g.float()) * u.float()).to(self.dtype) @ ly["w2"]).float()
+            qk = self.rope(h[:, : (nh + nkv) * hd].view(n, nh + nkv, hd), cos, sin)
+            cache.k[i].index_copy_(2, pos, qk[:, nh:].unsqueeze(2))
+            cache.v[i].index_copy_(2, pos, h[:, (nh + nkv) * hd :].view(n, nkv, 1, hd))
+            # the query heads that share a KV head form that head's "query rows"
+            q = qk[:, :nh].reshape(n, nkv, nh // nkv, hd)
+            o = F.scaled_dot_product_attention(q, cache.k[i], cache.v[i], attn_mask=mask)
+            x = x + o.reshape(n, nh * hd) @ ly["wo"]
+            gu = self._rms(x, ly["ffn_norm"]) @ ly["w13"]
+            g, u = gu.chunk(2, dim=-1)
+            x = x + (F.silu(g) * u) @ ly["w2"]
         return (self._rms(x, self.out_norm) @ self.out.T).float()
 
 
@@ -158,21 +155,13 @@ class Cache:
         self.context = context
         self.k = [torch.zeros(shape, dtype=model.dtype, device=model.device) for _ in range(model.n_layer)]
         self.v = [torch.zeros(shape, dtype=model.dtype, device=model.device) for _ in range(model.n_layer)]
-        self.cos, self.sin = model.rope_table(context)
+        self.cos, self.sin = model.rope_rows(range(context))
         self.slots = torch.arange(context, device=model.device)
-        # rotation by -drop positions, for the slide
-        self._back: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def slide(self, keep: int, drop: int, end: int) -> None:
         """Forget positions [keep, keep+drop) and move [keep+drop, end) down by `drop`,
         re-rotating the keys to their new positions (what llama.cpp's K-shift does)."""
-        if drop not in self._back:
-            ang = -drop * self.model.inv_freq
-            self._back[drop] = (
-                torch.from_numpy(np.cos(ang).astype(np.float32)).to(self.model.device),
-                torch.from_numpy(np.sin(ang).astype(np.float32)).to(self.model.device),
-            )
-        cos, sin = self._back[drop]
+        cos, sin = self.model.rope_rows([-drop])
         for k, v in zip(self.k, self.v):
             src = slice(keep + drop, end)
             dst = slice(keep, end - drop)
