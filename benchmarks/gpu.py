@@ -73,15 +73,16 @@ def one_file(args) -> list[dict]:
     import nacrith
 
     data = Path(args.file).read_bytes()
-    settings = dict(context=args.context, slide=args.slide, chunk_bytes=args.chunk_bytes, lanes=args.lanes)
+    settings = dict(context=args.context, slide=args.slide, chunk_bytes=args.chunk_bytes,
+                    chunk_tokens=args.chunk_tokens, lanes=args.lanes)
     rows = []
     for gpus in [int(x) for x in args.gpus.split(",")]:
         comp = nacrith.Compressor(model=args.model, engine="torch", device=args.device, gpus=gpus, **settings)
         dec = nacrith.Decompressor(model=args.model, device=args.device, gpus=gpus)
-        # Warm-up on the file's first 64 KiB: loads the model, compiles the kernels for
+        # Warm-up on the file's first 2 KiB: loads the model, compiles the kernels for
         # this lane count and starts the workers; reported apart as the cold start.
         t0 = time.perf_counter()
-        head = data[: 1 << 16]
+        head = data[:2048]
         if dec.decompress(comp.compress(head)) != head:
             raise SystemExit("warm-up round trip FAILED")
         t_warm = time.perf_counter() - t0
@@ -91,9 +92,20 @@ def one_file(args) -> list[dict]:
             nonlocal tokens
             tokens += n
 
+        prof = None
+        if args.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
         t0 = time.perf_counter()
         blob = comp.compress(data, progress=count)
         t_c = time.perf_counter() - t0
+        if prof is not None:
+            import pstats
+
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
         t0 = time.perf_counter()
         back = dec.decompress(blob)
         t_d = time.perf_counter() - t0
@@ -129,6 +141,8 @@ def main() -> None:
     ap.add_argument("--slide", type=int, default=128)
     ap.add_argument("--chunk-bytes", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--chunk-tokens", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="cProfile the compress call")
     ap.add_argument("--gpus", default="1")
     ap.add_argument("--save-blob")
     ap.add_argument("--out", default="benchmarks/results/gpu")

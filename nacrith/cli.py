@@ -91,6 +91,7 @@ def compress(
     slide: Optional[int] = typer.Option(None, help=f"tokens dropped when the window is full (default {_D.slide}; torch engine {_T.slide})"),
     chunk_bytes: Optional[int] = typer.Option(None, help=f"target chunk size in bytes (default {_D.chunk_bytes}; torch engine {_T.chunk_bytes})"),
     lanes: Optional[int] = typer.Option(None, help=f"chunks evaluated together (default {_D.lanes}; torch engine {_T.lanes})"),
+    chunk_tokens: Optional[int] = typer.Option(None, help=f"cut text into chunks of this many tokens instead (0: by bytes; default {_D.chunk_tokens}; torch engine {_T.chunk_tokens})"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all available)"),
     fmt: str = typer.Option("auto", "--format", help="auto (NC05 for text, NC06 otherwise), nc05 or nc06"),
     engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
@@ -104,7 +105,7 @@ def compress(
     try:
         comp = api.Compressor(
             model=model, threads=threads, format=fmt, context=context, slide=slide,
-            chunk_bytes=chunk_bytes, lanes=lanes, engine=engine, device=device, gpus=gpus,
+            chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, engine=engine, device=device, gpus=gpus,
         )
         prog = _Progress(len(data), "compress")
         t0 = time.perf_counter()
@@ -235,7 +236,7 @@ class _Job:
             o = self.o
             self._comp = api.Compressor(
                 model=o["model"], threads=o["threads"], format=o["fmt"], context=o["context"],
-                slide=o["slide"], chunk_bytes=o["chunk_bytes"], lanes=o["lanes"],
+                slide=o["slide"], chunk_bytes=o["chunk_bytes"], lanes=o["lanes"], chunk_tokens=o["chunk_tokens"],
                 engine=o["engine"], device=o["device"], gpus=o["gpus"],
             )
         return self._comp
@@ -410,6 +411,7 @@ def main_command(
     slide: Optional[int] = typer.Option(None, help=f"tokens dropped when the window is full (default {_D.slide}; torch engine {_T.slide})"),
     chunk_bytes: Optional[int] = typer.Option(None, help=f"target chunk size in bytes (default {_D.chunk_bytes}; torch engine {_T.chunk_bytes})"),
     lanes: Optional[int] = typer.Option(None, help=f"chunks evaluated together (default {_D.lanes}; torch engine {_T.lanes})"),
+    chunk_tokens: Optional[int] = typer.Option(None, help=f"cut text into chunks of this many tokens instead (0: by bytes; default {_D.chunk_tokens}; torch engine {_T.chunk_tokens})"),
     threads: Optional[int] = typer.Option(None, help="CPU threads"),
     engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
     device: Optional[str] = typer.Option(None, "--device", help="torch engine: cuda or cpu (default: cuda if present)"),
@@ -419,7 +421,7 @@ def main_command(
     opts = dict(
         decompress=decompress_ and not compress_, stdout=stdout, rm=rm, force=force, test=test,
         list=list_, quiet=quiet, verbose=verbose, model=model, fmt=fmt, context=context, slide=slide,
-        chunk_bytes=chunk_bytes, lanes=lanes, threads=threads, engine=engine, device=device, gpus=gpus,
+        chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, threads=threads, engine=engine, device=device, gpus=gpus,
     )
     job = _Job(opts)
     names = files or ["-"]

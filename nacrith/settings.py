@@ -15,6 +15,8 @@ SCHEDULE_LOCKSTEP = 1
 SCHEDULE_GROUPS = 2
 SCHEDULES = {"llama": SCHEDULE_LOCKSTEP, "torch": SCHEDULE_GROUPS}
 MAX_CACHE_CELLS = 65536
+# Settings added later, and their value in files written before them.
+OPTIONAL = {"chunk_tokens": 0}
 # The torch engine's cache: context * lanes cells of ~23 KB in float16 on a GPU.
 MAX_GROUP_CELLS = 1 << 21
 
@@ -27,8 +29,13 @@ class Settings:
     frame_bytes: int = 16 << 20  # most input bytes in one frame
     lanes: int = 8  # chunks advanced together, one token each per model call
     schedule: int = SCHEDULE_LOCKSTEP  # which engine (see SCHEDULES)
+    # > 0: NC05 frames are tokenized whole and cut every chunk_tokens tokens (equal
+    # chunks keep a group's lanes busy to the end); 0: cut by chunk_bytes.
+    chunk_tokens: int = 0
 
     def validate(self) -> "Settings":
+        if self.chunk_tokens and not 16 <= self.chunk_tokens <= 1 << 22:
+            raise ValueError("chunk_tokens must be 0 or between 16 and 4194304")
         if not 16 <= self.context <= 32768:
             raise ValueError("context must be between 16 and 32768 tokens")
         if not 1 <= self.slide < self.context - 1:
@@ -59,6 +66,9 @@ class Settings:
 
     def header_fields(self) -> dict[str, int]:
         out = asdict(self)
+        for name, default in OPTIONAL.items():
+            if out[name] == default:
+                del out[name]  # files without it read the same as before it existed
         out["precision"] = PRECISION
         out["logit_bits"] = LOGIT_BITS
         return out
@@ -75,6 +85,7 @@ class Settings:
         for key, want in expected.items():
             if values.get(key) != want:
                 raise CorruptDataError(f"unsupported {key} {values.get(key)} (this nacrith uses {want})")
+        values = {**OPTIONAL, **values}
         missing = names - set(values)
         if missing:
             raise CorruptDataError(f"header lacks settings {sorted(missing)}")
@@ -85,4 +96,6 @@ class Settings:
 
 
 # The torch engine's defaults: a short window and many small chunks keep a GPU busy.
-TORCH_DEFAULTS = Settings(context=512, slide=128, chunk_bytes=8192, lanes=1024, schedule=SCHEDULE_GROUPS)
+TORCH_DEFAULTS = Settings(
+    context=512, slide=128, chunk_bytes=8192, chunk_tokens=2048, lanes=1024, schedule=SCHEDULE_GROUPS
+)

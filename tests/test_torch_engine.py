@@ -162,3 +162,14 @@ def test_workers_give_the_same_bytes(text, model_path):
     finally:
         two.lm.torch.close()
         api._CACHE.clear()
+
+
+def test_token_chunks_fill_every_lane(text, model_path):
+    """chunk_tokens cuts the token stream into equal chunks (the last shorter)."""
+    opts = dict(SMALL, chunk_tokens=40)
+    blob = nacrith.compress(text, model=model_path, **opts)
+    h, _ = next(container.iter_frames(memoryview(blob)))
+    counts = [e.n_tokens for e in h.entries]
+    assert len(counts) >= 4 and set(counts[:-1]) == {40} and 0 < counts[-1] <= 40
+    assert h.settings["chunk_tokens"] == 40
+    assert nacrith.decompress(blob, model=model_path, device=DEVICE) == text

@@ -58,6 +58,7 @@ SETTING_IDS = {
     "schedule": 6,
     "precision": 7,
     "logit_bits": 8,
+    "chunk_tokens": 9,
 }
 SETTING_NAMES = {v: k for k, v in SETTING_IDS.items()}
 

@@ -48,13 +48,27 @@ def tokenize_exact(model, data: bytes, offset: int = 0) -> list[int]:
 def tokenize_chunks(model, chunks: list[bytes], offsets: list[int]) -> list[list[int]]:
     """tokenize_exact for every chunk, on several threads when there are many
     (llama.cpp's tokenizer runs without the GIL and only reads the vocabulary)."""
-    if len(chunks) < 16:
+    if len(chunks) < 4:
         return [tokenize_exact(model, c, o) for c, o in zip(chunks, offsets)]
     from concurrent.futures import ThreadPoolExecutor
 
     workers = min(16, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda co: tokenize_exact(model, *co), zip(chunks, offsets)))
+
+
+TOKENIZE_BLOCK = 1 << 18  # bytes tokenized per call when a frame is tokenized whole
+
+
+def token_chunks(model, raw: bytes, size: int, offset: int = 0) -> tuple[list[bytes], list[list[int]]]:
+    """Tokenize `raw` (in TOKENIZE_BLOCK pieces cut like chunks, on threads) and cut
+    the tokens into chunks of exactly `size` tokens, the last one shorter."""
+    cuts = split_chunks(raw, TOKENIZE_BLOCK)
+    blocks = tokenize_chunks(model, [raw[a:b] for a, b in cuts], [offset + a for a, _ in cuts])
+    stream = [t for b in blocks for t in b]
+    pieces = model.pieces()
+    tokens = [stream[i : i + size] for i in range(0, len(stream), size)]
+    return [_join(pieces, t) for t in tokens], tokens
 
 
 _RUNS = re.compile("[\udc80-\udcff]+|[^\udc80-\udcff]+")
@@ -177,9 +191,12 @@ def model_fields(lm, settings: Settings) -> dict:
 def encode_frame(lm, settings: Settings, raw: bytes, offset: int = 0, progress=None, final: bool = True) -> bytes:
     """One NC05 frame for `raw` (valid UTF-8), or UnsupportedInputError."""
     check_text(raw, offset)
-    cuts = split_chunks(raw, settings.chunk_bytes)
-    chunks = [raw[a:b] for a, b in cuts]
-    tokens = tokenize_chunks(lm.model, chunks, [offset + a for a, _ in cuts])
+    if settings.chunk_tokens:
+        chunks, tokens = token_chunks(lm.model, raw, settings.chunk_tokens, offset)
+    else:
+        cuts = split_chunks(raw, settings.chunk_bytes)
+        chunks = [raw[a:b] for a, b in cuts]
+        tokens = tokenize_chunks(lm.model, chunks, [offset + a for a, _ in cuts])
     payloads = encode_llm(lm, settings, tokens, progress) if chunks else []
     header = FrameHeader(
         kind=KIND_TEXT,
