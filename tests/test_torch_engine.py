@@ -173,3 +173,18 @@ def test_token_chunks_fill_every_lane(text, model_path):
     assert len(counts) >= 4 and set(counts[:-1]) == {40} and 0 < counts[-1] <= 40
     assert h.settings["chunk_tokens"] == 40
     assert nacrith.decompress(blob, model=model_path, device=DEVICE) == text
+
+
+def test_token_chunks_in_hybrid_frames(model_path):
+    """NC06 text with stray bytes, cut by tokens: an escape is never split from its byte."""
+    raw = ("Caf\u00e9 au lait. " * 12).encode("latin-1") + b"\x04\xff plain words again and again " * 3
+    from nacrith.formats import nc06
+    from nacrith.settings import SCHEDULE_GROUPS, Settings
+
+    opts = {k: v for k, v in SMALL.items() if k not in ("engine", "device")}
+    st = Settings(schedule=SCHEDULE_GROUPS, chunk_tokens=16, **opts).validate()
+    lm = api.load_model(model_path, st, device=DEVICE)
+    blob = nc06.encode_frame(lm, st, raw, choose_smaller=False, all_text=True)
+    h, _ = next(container.iter_frames(memoryview(blob)))
+    assert h.kind == container.KIND_HYBRID and sum(e.n_tokens for e in h.entries) > 32
+    assert nacrith.decompress(blob, model=model_path, device=DEVICE) == raw

@@ -48,26 +48,42 @@ def tokenize_exact(model, data: bytes, offset: int = 0) -> list[int]:
 def tokenize_chunks(model, chunks: list[bytes], offsets: list[int]) -> list[list[int]]:
     """tokenize_exact for every chunk, on several threads when there are many
     (llama.cpp's tokenizer runs without the GIL and only reads the vocabulary)."""
-    if len(chunks) < 4:
-        return [tokenize_exact(model, c, o) for c, o in zip(chunks, offsets)]
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = min(16, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda co: tokenize_exact(model, *co), zip(chunks, offsets)))
+    return _threads(lambda c, o: tokenize_exact(model, c, o), list(zip(chunks, offsets)))
 
 
 TOKENIZE_BLOCK = 1 << 18  # bytes tokenized per call when a frame is tokenized whole
 
 
-def token_chunks(model, raw: bytes, size: int, offset: int = 0) -> tuple[list[bytes], list[list[int]]]:
-    """Tokenize `raw` (in TOKENIZE_BLOCK pieces cut like chunks, on threads) and cut
-    the tokens into chunks of exactly `size` tokens, the last one shorter."""
+def _threads(fn, items):
+    if len(items) < 4:
+        return [fn(*it) for it in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda it: fn(*it), items))
+
+
+def token_chunks(model, raw: bytes, size: int, offset: int = 0, any_bytes: bool = False):
+    """(chunk bytes, chunk tokens): `raw` tokenized (in TOKENIZE_BLOCK pieces cut
+    like chunks, on threads), the tokens cut every `size` tokens. any_bytes: NC06
+    spelling (see ByteTokens), and a cut never separates an escape from its byte."""
     cuts = split_chunks(raw, TOKENIZE_BLOCK)
-    blocks = tokenize_chunks(model, [raw[a:b] for a, b in cuts], [offset + a for a, _ in cuts])
+    if any_bytes:
+        blocks = _threads(lambda b: tokenize_any(model, b), [(raw[a:b],) for a, b in cuts])
+    else:
+        blocks = _threads(lambda b, o: tokenize_exact(model, b, o), [(raw[a:b], offset + a) for a, b in cuts])
     stream = [t for b in blocks for t in b]
     pieces = model.pieces()
-    tokens = [stream[i : i + size] for i in range(0, len(stream), size)]
+    esc = byte_tokens(model)
+    tokens, i = [], 0
+    while i < len(stream):
+        j = min(i + size, len(stream))
+        if any_bytes and j < len(stream) and stream[j - 1] == esc.esc:
+            j -= 1
+        tokens.append(stream[i:j])
+        i = j
+    if any_bytes:
+        return [esc.detokenize(pieces, t) for t in tokens], tokens
     return [_join(pieces, t) for t in tokens], tokens
 
 

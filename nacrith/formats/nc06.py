@@ -14,7 +14,7 @@ from ..codec import bytecodecs
 from ..segments import segments
 from ..settings import Settings
 from .container import ENTRY_BINARY, KIND_HYBRID, Entry, FrameHeader, content_digest, crc32, write_frame
-from .nc05 import encode_llm, llm_entry, model_fields, tokenize_any
+from .nc05 import _threads, encode_llm, llm_entry, model_fields, token_chunks, tokenize_any
 
 
 def _binary_entry(raw: bytes) -> tuple[Entry, bytes]:
@@ -51,19 +51,36 @@ def encode_frame(
 
     `choose_smaller=False` keeps the hybrid frame whenever it has text, and
     `all_text=True` makes the whole frame one text segment (both for tests)."""
-    whole = binary_frame(raw, final)
     segs = [(0, len(raw), True)] if all_text else segments(raw)
     if not any(is_text for _, _, is_text in segs):
-        return whole
+        return binary_frame(raw, final)
+    # The all-binary alternative is made on a thread while the model codes the text
+    # (the byte codecs release the GIL).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(binary_frame, raw, final)
+        hybrid = _hybrid(lm, settings, raw, segs, progress, final)
+        whole = pending.result()
+    return hybrid if len(hybrid) < len(whole) or not choose_smaller else whole
+
+
+def _hybrid(lm, settings: Settings, raw: bytes, segs, progress, final: bool) -> bytes:
     # (kind, slice) in file order; text slices are LLM chunks.
     parts: list[tuple[bool, bytes]] = []
+    tokens: list[list[int]] = []
     for a, b, is_text in segs:
-        if is_text:
-            parts += [(True, raw[a + x : a + y]) for x, y in split_chunks(raw[a:b], settings.chunk_bytes)]
-        else:
+        if not is_text:
             parts.append((False, raw[a:b]))
+        elif settings.chunk_tokens:
+            chunks, toks = token_chunks(lm.model, raw[a:b], settings.chunk_tokens, a, any_bytes=True)
+            parts += [(True, c) for c in chunks]
+            tokens += toks
+        else:
+            chunks = [raw[a + x : a + y] for x, y in split_chunks(raw[a:b], settings.chunk_bytes)]
+            parts += [(True, c) for c in chunks]
+            tokens += _threads(lambda c: tokenize_any(lm.model, c), [(c,) for c in chunks])
     texts = [p for t, p in parts if t]
-    tokens = [tokenize_any(lm.model, p) for p in texts]
     coded = iter(zip(texts, tokens, encode_llm(lm, settings, tokens, progress)))
     entries, payloads = [], []
     for is_text, part in parts:
@@ -74,5 +91,4 @@ def encode_frame(
             entry, payload = _binary_entry(part)
             entries.append(entry)
         payloads.append(payload)
-    hybrid = _frame(raw, entries, payloads, model_fields(lm, settings), final)
-    return hybrid if len(hybrid) < len(whole) or not choose_smaller else whole
+    return _frame(raw, entries, payloads, model_fields(lm, settings), final)

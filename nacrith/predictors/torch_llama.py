@@ -157,11 +157,14 @@ class Cache:
         self.v = [torch.zeros(shape, dtype=model.dtype, device=model.device) for _ in range(model.n_layer)]
         self.cos, self.sin = model.rope_rows(range(context))
         self.slots = torch.arange(context, device=model.device)
+        self._back: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # rotations by -drop
 
     def slide(self, keep: int, drop: int, end: int) -> None:
         """Forget positions [keep, keep+drop) and move [keep+drop, end) down by `drop`,
         re-rotating the keys to their new positions (what llama.cpp's K-shift does)."""
-        cos, sin = self.model.rope_rows([-drop])
+        if drop not in self._back:  # made once: a host->device copy waits for the GPU
+            self._back[drop] = self.model.rope_rows([-drop])
+        cos, sin = self._back[drop]
         for k, v in zip(self.k, self.v):
             src = slice(keep + drop, end)
             dst = slice(keep, end - drop)
