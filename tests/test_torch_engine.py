@@ -18,7 +18,7 @@ from nacrith.errors import CorruptDataError, ModelMismatchError
 from nacrith.formats import container
 
 DEVICE = os.environ.get("NACRITH_TEST_DEVICE", "cpu")
-SMALL = dict(engine="torch", device=DEVICE, context=32, slide=8, chunk_bytes=300, lanes=3)
+SMALL = dict(engine="torch", device=DEVICE, context=32, slide=8, chunk_bytes=300, chunk_tokens=0, lanes=3)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_token_chunks_in_hybrid_frames(model_path):
     from nacrith.formats import nc06
     from nacrith.settings import SCHEDULE_GROUPS, Settings
 
-    opts = {k: v for k, v in SMALL.items() if k not in ("engine", "device")}
+    opts = {k: v for k, v in SMALL.items() if k not in ("engine", "device", "chunk_tokens")}
     st = Settings(schedule=SCHEDULE_GROUPS, chunk_tokens=16, **opts).validate()
     lm = api.load_model(model_path, st, device=DEVICE)
     blob = nc06.encode_frame(lm, st, raw, choose_smaller=False, all_text=True)

@@ -136,12 +136,22 @@ def cost_bits(freqs: np.ndarray, symbol: int) -> float:
 def _weights_torch(x, table):
     import torch
 
-    q = torch.floor(x * float(1 << LOGIT_BITS)).to(torch.int64)
+    q = torch.floor(x.float() * float(1 << LOGIT_BITS)).to(torch.int64)
     d = q.amax(dim=-1, keepdim=True) - q
     e = (d * LOG2E_FIX) >> LOGIT_BITS
     whole = torch.clamp(e >> LOGIT_BITS, max=MAX_SHIFT)
     frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
     return table[frac] >> whole
+
+
+def _floor_div(num, den):
+    """num // den for non-negative int64 num < 2**62 and den > 0, without the GPU's
+    slow 64-bit division: a float64 estimate (off by at most one), then corrected."""
+    import torch
+
+    q = torch.floor(num.double() / den.double()).to(torch.int64)
+    r = num - q * den
+    return q - (r < 0).to(torch.int64) + (r >= den).to(torch.int64)
 
 
 def _freqs_torch(x, table):
@@ -150,7 +160,7 @@ def _freqs_torch(x, table):
 
     w = _weights_torch(x, table)
     vocab = x.shape[-1]
-    f = 1 + torch.div(w * (TOTAL - vocab), w.sum(dim=-1, keepdim=True), rounding_mode="floor")
+    f = 1 + _floor_div(w * (TOTAL - vocab), w.sum(dim=-1, keepdim=True))
     rest = TOTAL - f.sum(dim=-1, keepdim=True)
     idx = torch.arange(vocab, device=x.device)
     # the largest weight is always table[0] (the top logit has distance 0)
@@ -159,7 +169,8 @@ def _freqs_torch(x, table):
 
 
 def lookup_torch(logits, symbols, table):
-    """(start, freq) of `symbols` ([N] int64) under each row of `logits` ([N, V] float32)."""
+    """(start, freq) of `symbols` ([N] int64) under each row of `logits` ([N, V], float32
+    or float16: widening to float32 is exact, so the integers are those of `frequencies`)."""
     import torch
 
     f = _freqs_torch(logits, table)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
+
 from ..chunking import split_chunks
 from ..codec.rangecoder import Decoder, Encoder
 from ..engine import run_lanes
@@ -172,12 +174,10 @@ def encode_llm(lm, settings: Settings, token_lists: list[list[int]], progress=No
     """Code each token list (one per chunk): range coder through the llama.cpp lanes,
     or rANS through the torch engine's groups."""
     if settings.engine == "torch":
-        pieces = lm.model.pieces()
-
         def done(part, result):
             if progress:
                 toks = [token_lists[i] for i in part]
-                progress(sum(map(len, toks)), sum(result[1]), sum(len(pieces[t]) for ts in toks for t in ts))
+                progress(sum(map(len, toks)), sum(result[1]), _n_bytes(lm.model, toks))
 
         return lm.torch.encode(settings, lm.model.bos, token_lists, done)[0]
     encoders = [Encoder() for _ in token_lists]
@@ -251,12 +251,19 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
     return _finish(lm, entries, out_tokens)
 
 
-def _decode_torch(lm, settings: Settings, entries, payloads, progress=None) -> list[bytes]:
-    pieces = lm.model.pieces()
+def _n_bytes(model, token_lists) -> int:
+    """Bytes the token lists stand for (vectorised: progress is reported per group)."""
+    lens = getattr(model, "_piece_lens", None)
+    if lens is None:
+        lens = model._piece_lens = np.array([len(p) for p in model.pieces()], dtype=np.int64)
+    flat = np.fromiter((t for ts in token_lists for t in ts), dtype=np.int64)
+    return int(lens[flat].sum())
 
+
+def _decode_torch(lm, settings: Settings, entries, payloads, progress=None) -> list[bytes]:
     def done(part, result):
         if progress:
-            progress(sum(map(len, result)), 0.0, sum(len(pieces[t]) for ts in result for t in ts))
+            progress(sum(map(len, result)), 0.0, _n_bytes(lm.model, result))
 
     counts = [e.n_tokens for e in entries]
     tokens = lm.torch.decode(settings, lm.model.bos, counts, payloads, done)

@@ -121,7 +121,7 @@ class TorchLlama:
         return torch.addcmul(x * cos, swapped, sin)
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor, cache: Cache) -> torch.Tensor:
-        """Logits (float32, [lanes, vocab]) for one token per lane at position `pos`.
+        """Logits ([lanes, vocab], the model's dtype) for one token per lane at `pos`.
 
         `pos` is a 1-element int64 tensor on the model's device so that the whole
         step can be captured in a CUDA graph and replayed at any position.
@@ -143,7 +143,8 @@ class TorchLlama:
             gu = self._rms(x, ly["ffn_norm"]) @ ly["w13"]
             g, u = gu.chunk(2, dim=-1)
             x = x + (F.silu(g) * u) @ ly["w2"]
-        return (self._rms(x, self.out_norm) @ self.out.T).float()
+        # float16 logits on a GPU; the lookups widen them (exactly) to float32
+        return self._rms(x, self.out_norm) @ self.out.T
 
 
 class Cache:
