@@ -79,9 +79,10 @@ def one_file(args) -> list[dict]:
     for gpus in [int(x) for x in args.gpus.split(",")]:
         comp = nacrith.Compressor(model=args.model, engine="torch", device=args.device, gpus=gpus, **settings)
         dec = nacrith.Decompressor(model=args.model, device=args.device, gpus=gpus)
-        # Warm-up on the file's first 2 KiB: loads the model, compiles the kernels for
-        # this lane count and starts the workers; reported apart as the cold start.
+        # Warm-up: every worker loads the model, compiles the kernels for this lane
+        # count and captures its graphs; reported apart as the cold start.
         t0 = time.perf_counter()
+        comp.lm.torch.warm_up(comp.settings, comp.lm.model.bos)
         head = data[:2048]
         if dec.decompress(comp.compress(head)) != head:
             raise SystemExit("warm-up round trip FAILED")

@@ -188,3 +188,15 @@ def test_token_chunks_in_hybrid_frames(model_path):
     h, _ = next(container.iter_frames(memoryview(blob)))
     assert h.kind == container.KIND_HYBRID and sum(e.n_tokens for e in h.entries) > 32
     assert nacrith.decompress(blob, model=model_path, device=DEVICE) == raw
+
+
+def test_warm_up_on_every_worker(model_path):
+    from nacrith.settings import SCHEDULE_GROUPS, Settings
+
+    st = Settings(schedule=SCHEDULE_GROUPS, context=32, slide=8, lanes=2).validate()
+    lm = api.load_model(model_path, st, device=DEVICE, gpus=2)
+    try:
+        lm.torch.warm_up(st, lm.model.bos)  # returns only once both workers ran it
+    finally:
+        lm.torch.close()
+        api._CACHE.clear()

@@ -70,7 +70,7 @@ def _runner(path: str, device: str, settings: Settings, bos: int) -> GroupRunner
 _WORKER: dict = {}
 
 
-def _worker_init(path: str, device: str, threads: int, queue) -> None:
+def _worker_init(path: str, device: str, threads: int, queue, barrier) -> None:
     index = queue.get()
     import torch
 
@@ -79,7 +79,19 @@ def _worker_init(path: str, device: str, threads: int, queue) -> None:
         device = f"cuda:{index}"
     else:
         torch.set_num_threads(threads)  # CPU results may depend on the thread count
-    _WORKER.update(path=path, device=device)
+    _WORKER.update(path=path, device=device, barrier=barrier)
+
+
+def _warm_worker(settings: Settings, bos: int) -> None:
+    r = _runner(_WORKER["path"], _WORKER["device"], settings, bos)
+    _exercise(r)
+    # each worker takes exactly one warm-up job: none returns before all have started
+    _WORKER["barrier"].wait(timeout=600)
+
+
+def _exercise(r: GroupRunner) -> None:
+    payloads, _ = r.encode([[r.bos] * 4])
+    r.decode([4], payloads)
 
 
 def _work(kind: str, settings: Settings, bos: int, args):
@@ -137,9 +149,19 @@ class TorchEngine:
                 queue.put(i)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.gpus, mp_context=ctx, initializer=_worker_init,
-                initargs=(self.path, self.device, torch.get_num_threads(), queue),
+                initargs=(self.path, self.device, torch.get_num_threads(), queue, ctx.Barrier(self.gpus)),
             )
         return self._pool
+
+    def warm_up(self, settings: Settings, bos: int) -> None:
+        """Load the model, compile the kernels and capture the graphs for `settings` on
+        every worker now, so that later timings are the steady state (benchmarks)."""
+        if self.gpus == 1:
+            _exercise(_runner(self.path, self.device, settings, bos))
+            return
+        pool = self._workers()
+        for f in [pool.submit(_warm_worker, settings, bos) for _ in range(self.gpus)]:
+            f.result()
 
     def close(self) -> None:
         if self._pool is not None:
