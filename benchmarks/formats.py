@@ -13,6 +13,7 @@ Writes benchmarks/results/formats.{md,json}.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import lzma
 import time
@@ -26,7 +27,7 @@ def latin1_alice(path: str) -> bytes:
     return Path(path).read_bytes().replace(b"`", b"\xab")
 
 
-def measure(name: str, data: bytes, **settings) -> dict:
+def measure(name: str, data: bytes, forced: bool = True, **settings) -> dict:
     xz = len(lzma.compress(data, preset=9))
     t0 = time.perf_counter()
     blob = nacrith.compress(data, **settings)
@@ -45,7 +46,7 @@ def measure(name: str, data: bytes, **settings) -> dict:
             else:
                 binary += e.raw_len
     nc06_forced = None
-    if kinds == {"NC05"}:
+    if kinds == {"NC05"} and forced:
         forced = nacrith.compress(data, format="nc06", **settings)
         if nacrith.decompress(forced) != data:
             raise SystemExit(f"ROUND TRIP FAILED (forced NC06): {name}")
@@ -73,6 +74,11 @@ def main() -> None:
     ap.add_argument("--latin1-alice")
     ap.add_argument("--latin1-head", type=int, default=0, help="use only the first N bytes of alice29.txt")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--engine", default="llama", help="llama or torch (GPU lanes)")
+    ap.add_argument("--lanes", type=int)
+    ap.add_argument("--chunk-tokens", type=int)
+    ap.add_argument("--no-forced", action="store_true", help="skip the forced-NC06 run of NC05 files")
+    ap.add_argument("--name", default="formats", help="output file stem")
     args = ap.parse_args()
     inputs = [(Path(f).name, Path(f).read_bytes()) for f in args.files]
     if args.latin1_alice:
@@ -84,22 +90,21 @@ def main() -> None:
         inputs.append((f"alice29.latin1.txt{tag}", latin1_alice(args.latin1_alice)[:head]))
     rows = []
     for name, data in inputs:
-        row = measure(name, data)
+        opts = dict(engine=args.engine, lanes=args.lanes, chunk_tokens=args.chunk_tokens)
+        row = measure(name, data, not args.no_forced, **{k: v for k, v in opts.items() if v is not None})
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "formats.json").write_text(json.dumps(rows, indent=1))
+    (out / f"{args.name}.json").write_text(json.dumps(rows, indent=1))
     md = ["| file | raw | xz -9 | nacrith (auto) | format | bpb | / xz | NC06 forced | text bytes | binary bytes | round trip |",
           "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     md += [f"| {r['file']} | {r['raw']} | {r['xz9']} | {r['nacrith']} | {r['format']} | {r['bpb']:.4f} | "
            f"{r['vs_xz']:.4f} | {r['nc06_forced'] if r['nc06_forced'] is not None else '-'} | "
            f"{r['text_bytes']} | {r['binary_bytes']} | exact |" for r in rows]
-    (out / "formats.md").write_text("\n".join(md) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    print(f"command: python benchmarks/formats.py {' '.join(args.files)}"
-          + (f" --latin1-alice {args.latin1_alice}" if args.latin1_alice else "")
-          + (f" --latin1-head {args.latin1_head}" if args.latin1_head else ""))
+    print(f"command: python {' '.join(sys.argv)}")
 
 
 if __name__ == "__main__":
