@@ -159,6 +159,12 @@ def test_workers_give_the_same_bytes(text, model_path):
         assert two.compress(text) == one
         dec = nacrith.Decompressor(model=model_path, device=DEVICE, gpus=2)
         assert dec.decompress(one) == text
+        # damage one chunk: the worker that decodes it fails, and so does the call
+        h, payloads = next(container.iter_frames(memoryview(one)))
+        bad = [bytes(p) for p in payloads]
+        bad[-1] = bad[-1][:-4] + bytes(4) if bad[-1][-4:] != bytes(4) else bad[-1][:-4] + b"\x01\x00\x00\x00"
+        with pytest.raises(CorruptDataError):
+            dec.decompress(container.write_frame(h, bad))
     finally:
         two.lm.torch.close()
         api._CACHE.clear()
