@@ -8,7 +8,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 import nacrith
 from nacrith import api
@@ -121,8 +123,8 @@ def test_round_trip_over_slides_and_chunk_ends(text, model_path):
 
     cut = split_chunks(text, SMALL["chunk_bytes"])[0][1]
     first = nacrith.compress(text[:cut], model=model_path, **SMALL)
-    f0, p0 = next(container.iter_frames(memoryview(first)))
-    h0, ps = next(container.iter_frames(memoryview(blob)))
+    _, p0 = next(container.iter_frames(memoryview(first)))
+    _, ps = next(container.iter_frames(memoryview(blob)))
     assert bytes(p0[0]) == bytes(ps[0])
 
 

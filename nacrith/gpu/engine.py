@@ -10,8 +10,8 @@ starts from an empty cache, so the bytes are the same with 1, 2 or 8 GPUs.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
 
 from ..errors import NacrithError
 from ..settings import Settings

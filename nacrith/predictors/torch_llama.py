@@ -105,7 +105,7 @@ class TorchLlama:
         ang = np.outer(np.asarray(positions, dtype=np.float64), self.inv_freq)
         cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=1)
         sin = np.concatenate([-np.sin(ang), np.sin(ang)], axis=1)
-        conv = lambda a: torch.from_numpy(a.astype(np.float32)).to(self.device, self.dtype)  # noqa: E731
+        conv = lambda a: torch.from_numpy(a.astype(np.float32)).to(self.device, self.dtype)
         return conv(cos), conv(sin)
 
     # -- forward -----------------------------------------------------------------------
