@@ -50,13 +50,14 @@ def tokenize_exact(model, data: bytes, offset: int = 0) -> list[int]:
 def tokenize_chunks(model, chunks: list[bytes], offsets: list[int]) -> list[list[int]]:
     """tokenize_exact for every chunk, on several threads when there are many
     (llama.cpp's tokenizer runs without the GIL and only reads the vocabulary)."""
-    return _threads(lambda c, o: tokenize_exact(model, c, o), list(zip(chunks, offsets)))
+    return map_threads(lambda c, o: tokenize_exact(model, c, o), list(zip(chunks, offsets)))
 
 
 TOKENIZE_BLOCK = 1 << 18  # bytes tokenized per call when a frame is tokenized whole
 
 
-def _threads(fn, items):
+def map_threads(fn, items):
+    """[fn(*item) for item in items], on threads when there are several."""
     if len(items) < 4:
         return [fn(*it) for it in items]
     from concurrent.futures import ThreadPoolExecutor
@@ -71,9 +72,9 @@ def token_chunks(model, raw: bytes, size: int, offset: int = 0, any_bytes: bool 
     spelling (see ByteTokens), and a cut never separates an escape from its byte."""
     cuts = split_chunks(raw, TOKENIZE_BLOCK)
     if any_bytes:
-        blocks = _threads(lambda b: tokenize_any(model, b), [(raw[a:b],) for a, b in cuts])
+        blocks = map_threads(lambda b: tokenize_any(model, b), [(raw[a:b],) for a, b in cuts])
     else:
-        blocks = _threads(lambda b, o: tokenize_exact(model, b, o), [(raw[a:b], offset + a) for a, b in cuts])
+        blocks = tokenize_chunks(model, [raw[a:b] for a, b in cuts], [offset + a for a, _ in cuts])
     stream = [t for b in blocks for t in b]
     pieces = model.pieces()
     esc = byte_tokens(model)
@@ -226,9 +227,9 @@ def encode_frame(lm, settings: Settings, raw: bytes, offset: int = 0, progress=N
 
 def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list[bytes]:
     """Decode LLM-coded entries; each result is checked against its length and CRC."""
-    pieces = lm.model.pieces()
     if settings.engine == "torch":
         return _decode_torch(lm, settings, entries, payloads, progress)
+    pieces = lm.model.pieces()
     n_vocab = len(pieces)
     decoders = [Decoder(p) for p in payloads]
     out_tokens: list[list[int]] = [[] for _ in entries]

@@ -13,8 +13,23 @@ from ..chunking import split_chunks
 from ..codec import bytecodecs
 from ..segments import segments
 from ..settings import Settings
-from .container import ENTRY_BINARY, KIND_HYBRID, Entry, FrameHeader, content_digest, crc32, write_frame
-from .nc05 import _threads, encode_llm, llm_entry, model_fields, token_chunks, tokenize_any
+from .container import (
+    ENTRY_BINARY,
+    KIND_HYBRID,
+    Entry,
+    FrameHeader,
+    content_digest,
+    crc32,
+    write_frame,
+)
+from .nc05 import (
+    encode_llm,
+    llm_entry,
+    map_threads,
+    model_fields,
+    token_chunks,
+    tokenize_any,
+)
 
 
 def _binary_entry(raw: bytes) -> tuple[Entry, bytes]:
@@ -79,7 +94,7 @@ def _hybrid(lm, settings: Settings, raw: bytes, segs, progress, final: bool) -> 
         else:
             chunks = [raw[a + x : a + y] for x, y in split_chunks(raw[a:b], settings.chunk_bytes)]
             parts += [(True, c) for c in chunks]
-            tokens += _threads(lambda c: tokenize_any(lm.model, c), [(c,) for c in chunks])
+            tokens += map_threads(lambda c: tokenize_any(lm.model, c), [(c,) for c in chunks])
     texts = [p for t, p in parts if t]
     coded = iter(zip(texts, tokens, encode_llm(lm, settings, tokens, progress)))
     entries, payloads = [], []
