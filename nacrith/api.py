@@ -13,6 +13,7 @@ from .formats import container, nc05, nc06
 from .segments import all_text
 from .modelfile import model_sha256, resolve_model
 from .predictors.llama import LlamaModel, engine_profile
+from .predictors.online import MAX_SKIP
 from .settings import SCHEDULES, TORCH_DEFAULTS, Settings
 
 Progress = Callable[[int, float], None]
@@ -49,7 +50,9 @@ def load_model(
     if settings.engine == "torch":
         key = (str(p), st.st_size, st.st_mtime_ns, "torch", device, gpus)
     else:
-        key = (str(p), st.st_size, st.st_mtime_ns, settings.context, settings.lanes, threads)
+        # with the LLM skip a lane may bring up to MAX_SKIP + 1 tokens to one batch
+        batch = settings.lanes * (MAX_SKIP + 1) if settings.skip else None
+        key = (str(p), st.st_size, st.st_mtime_ns, settings.context, settings.lanes, threads, batch)
     lm = _CACHE.pop(key, None)
     if lm is None:
         while len(_CACHE) >= _CACHE_SIZE:
@@ -61,7 +64,7 @@ def load_model(
             eng = TorchEngine(str(p), device, gpus)
             lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
         else:
-            m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads)
+            m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads, n_batch=batch)
             lm = LoadedModel(str(p), model_sha256(p), engine_profile(m.n_threads), m)
     _CACHE[key] = lm  # most recently used last
     return lm

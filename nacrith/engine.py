@@ -11,6 +11,10 @@ Each lane starts from the BOS token. When a lane's window holds `context`
 tokens, the `slide` oldest tokens after BOS are removed from the KV cache and
 the rest are moved down (llama.cpp's sequence remove + position add), so no
 token is ever re-evaluated.
+
+The online predictors (predictors/online.py) refine each lane's frequencies;
+with the LLM skip on, a lane may code a token without the model and feed it
+with its next one (the encoder and decoder decide alike, from the same state).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from .codec.quantize import PRECISION, frequencies
+from .predictors.online import Online
 from .settings import Settings
 
 
@@ -35,16 +40,29 @@ class Lane:
     chunk: int
     n_tokens: int
     done: int = 0
-    pending: int = 0  # token to feed at the next step
-    pos: int = 0  # its position
+    pending: list[int] = field(default_factory=list)  # tokens not yet in the cache
+    pos: int = 0  # position of the first pending token
     bits: float = 0.0
-    out: list[int] = field(default_factory=list)
 
 
 # step(chunk_index, token_index, freqs) -> the token at that index
 StepFn = Callable[[int, int, np.ndarray], int]
 # progress(tokens, bits, bytes) after every step
 ProgressFn = Callable[[int, float, int], None]
+
+
+class Counts:
+    """Tokens coded, and of them coded without the model (LLM skip), by this process."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens = 0
+        self.skipped = 0
+
+
+COUNTS = Counts()  # read by the benchmarks
 
 
 def run_lanes(
@@ -54,32 +72,77 @@ def run_lanes(
     step: StepFn,
     progress: ProgressFn | None = None,
 ) -> list[float]:
-    """Drive the model over all chunks; return the coding cost in bits of each chunk."""
+    """Drive the model over all chunks; return the coding cost in bits of each chunk.
+
+    With the online predictors on, each lane's frequencies come from them; where the
+    skip allows, a lane codes its token without the model and keeps it pending, to be
+    evaluated together with the next token it does run the model for (the encoder
+    and the decoder make the same decision from the same state, so the same calls)."""
     costs = [0.0] * len(token_counts)
     queue = list(range(len(token_counts)))[::-1]
     slots: list[Lane | None] = [None] * settings.lanes
     model.clear()
     pieces = model.pieces()
+    cfg = settings.predictors
+    pred = None
+    if cfg.any:
+        pred = Online(cfg, settings.lanes, model.n_vocab, cap=max(token_counts, default=0) + 1)
     while queue or any(slots):
         if STOP.is_set():
             raise KeyboardInterrupt
         for s in range(settings.lanes):
             if slots[s] is None and queue:
                 c = queue.pop()
-                slots[s] = Lane(chunk=c, n_tokens=token_counts[c], pending=model.bos, pos=0)
+                slots[s] = Lane(chunk=c, n_tokens=token_counts[c], pending=[model.bos], pos=0)
+                if pred is not None:
+                    pred.reset(np.array([s]))
         busy = [s for s in range(settings.lanes) if slots[s] is not None]
-        lanes = [slots[s] for s in busy]
-        logits = model.decode(
-            [ln.pending for ln in lanes], [ln.pos for ln in lanes], busy, [1] * len(busy)
-        )
-        freqs = frequencies(logits)
+        skipping = []
+        if pred is not None:
+            for s in busy:
+                pred.cheap(np.array([s]))
+                if cfg.skip and pred.skip_mask(np.array([s]))[0]:
+                    skipping.append(s)
+        running = [s for s in busy if s not in skipping]
+        rows = {}
+        if running:
+            toks, poss, seqs, want = [], [], [], []
+            for s in running:
+                ln = slots[s]
+                if ln.pos + len(ln.pending) > settings.context:
+                    model.shift(s, 1, settings.slide, ln.pos)
+                    ln.pos -= settings.slide
+                k = len(ln.pending)
+                toks += ln.pending
+                poss += range(ln.pos, ln.pos + k)
+                seqs += [s] * k
+                want += [0] * (k - 1) + [1]
+            logits = model.decode(toks, poss, seqs, want)
+            if pred is None:
+                freqs = frequencies(logits)
+            for row, s in enumerate(running):
+                ln = slots[s]
+                ln.pos += len(ln.pending)
+                ln.pending = []
+                rows[s] = row
         tokens_this_step = 0
         bits_this_step = 0.0
         bytes_this_step = 0
-        for row, s in enumerate(busy):
+        for s in busy:
             ln = slots[s]
-            f = freqs[row]
+            ids = np.array([s])
+            if pred is None:
+                f = freqs[rows[s]]
+            else:  # cheap -> freqs -> update, lane by lane: the predictor keeps one lane's step
+                pred.cheap(ids)
+                if s in rows:
+                    f = pred.freqs(logits[rows[s] : rows[s] + 1], ids)[0]
+                else:
+                    f = pred.skipped_freqs(ids)[0]
+                    COUNTS.skipped += 1
             tok = step(ln.chunk, ln.done, f)
+            if pred is not None:
+                pred.update(np.array([tok]), ids)
             cost = PRECISION - float(np.log2(f[tok]))
             ln.bits += cost
             bits_this_step += cost
@@ -91,12 +154,8 @@ def run_lanes(
                 model.forget(s)
                 slots[s] = None
                 continue
-            next_pos = ln.pos + 1
-            if next_pos == settings.context:
-                model.shift(s, 1, settings.slide, next_pos)
-                next_pos -= settings.slide
-            ln.pending = tok
-            ln.pos = next_pos
+            ln.pending.append(tok)
+        COUNTS.tokens += tokens_this_step
         if progress is not None:
             progress(tokens_this_step, bits_this_step, bytes_this_step)
     return costs

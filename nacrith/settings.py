@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 from .codec.quantize import LOGIT_BITS, PRECISION
 from .errors import CorruptDataError
+from .predictors.online import MAX_SKIP, OnlineConfig
 
 # How tokens are fed to the model, and so which engine and coder a file needs.
 # 1: llama.cpp, lanes in lockstep taking chunks as they free up, one token per
@@ -16,7 +17,11 @@ SCHEDULE_GROUPS = 2
 SCHEDULES = {"llama": SCHEDULE_LOCKSTEP, "torch": SCHEDULE_GROUPS}
 MAX_CACHE_CELLS = 65536
 # Settings added later, and their value in files written before them.
-OPTIONAL = {"chunk_tokens": 0}
+OPTIONAL = {"chunk_tokens": 0, "bias_lr": 0, "ngram": 0, "match_min": 0, "table_bits": 16, "sse_rate": 0,
+            "skip": 0, "online": 0}
+# Version of the online predictors' algorithm (predictors/online.py): any change to
+# it that changes the integers they produce takes a new number.
+ONLINE_VERSION = 1
 # The torch engine's cache: context * lanes cells of ~23 KB in float16 on a GPU.
 MAX_GROUP_CELLS = 1 << 21
 
@@ -32,8 +37,30 @@ class Settings:
     # > 0: NC05 frames are tokenized whole and cut every chunk_tokens tokens (equal
     # chunks keep a group's lanes busy to the end); 0: cut by chunk_bytes.
     chunk_tokens: int = 0
+    # online predictors (predictors/online.py); 0 = off
+    bias_lr: int = 0
+    ngram: int = 0
+    match_min: int = 0
+    table_bits: int = 16
+    sse_rate: int = 0
+    skip: int = 0
+    online: int = 0  # ONLINE_VERSION when any predictor is on (set by validate)
+
+    @property
+    def predictors(self) -> OnlineConfig:
+        return OnlineConfig(self.bias_lr, self.ngram, self.match_min, self.table_bits, self.sse_rate, self.skip)
 
     def validate(self) -> "Settings":
+        self.predictors.validate()
+        version = ONLINE_VERSION if self.predictors.any else 0
+        if self.online != version:
+            if self.online and self.online != ONLINE_VERSION:
+                raise ValueError(f"online predictors version {self.online} (this nacrith has {ONLINE_VERSION})")
+            object.__setattr__(self, "online", version)
+        if self.skip and self.schedule != SCHEDULE_LOCKSTEP:
+            raise ValueError("the LLM skip runs on the llama.cpp engine only")
+        if self.skip and self.slide <= MAX_SKIP:
+            raise ValueError(f"with skip on, slide must exceed {MAX_SKIP}")
         if self.chunk_tokens and not 16 <= self.chunk_tokens <= 1 << 22:
             raise ValueError("chunk_tokens must be 0 or between 16 and 4194304")
         if not 16 <= self.context <= 32768:
@@ -90,12 +117,20 @@ class Settings:
         if missing:
             raise CorruptDataError(f"header lacks settings {sorted(missing)}")
         try:
-            return cls(**{n: values[n] for n in names}).validate()
+            st = cls(**{n: values[n] for n in names}).validate()
         except ValueError as exc:
             raise CorruptDataError(f"header settings out of range: {exc}") from None
+        if st.online != values["online"]:
+            raise CorruptDataError("header's online-predictor version does not match its predictor settings")
+        return st
 
 
 # The torch engine's defaults: a short window and many small chunks keep a GPU busy.
 TORCH_DEFAULTS = Settings(
     context=512, slide=128, chunk_bytes=8192, chunk_tokens=2048, lanes=1024, schedule=SCHEDULE_GROUPS
 )
+
+# The online predictors all off, and the values the ablation turns on (chosen by
+# benchmarks/replay.py on alice29.txt; see README "Online predictors").
+PREDICTORS_OFF = dict(bias_lr=0, ngram=0, match_min=0, sse_rate=0, skip=0)
+PREDICTORS_ON = dict(bias_lr=2000, ngram=4, match_min=6, sse_rate=3000, skip=0)

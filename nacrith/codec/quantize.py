@@ -171,10 +171,14 @@ def _freqs_torch(x, table):
 def lookup_torch(logits, symbols, table):
     """(start, freq) of `symbols` ([N] int64) under each row of `logits` ([N, V], float32
     or float16: widening to float32 is exact, so the integers are those of `frequencies`)."""
+    return lookup_freqs_torch(_freqs_torch(logits, table), symbols)
+
+
+def lookup_freqs_torch(f, symbols):
+    """(start, freq) of `symbols` under integer frequency rows f ([N, V])."""
     import torch
 
-    f = _freqs_torch(logits, table)
-    idx = torch.arange(logits.shape[-1], device=logits.device)
+    idx = torch.arange(f.shape[-1], device=f.device)
     start = torch.where(idx < symbols.unsqueeze(1), f, 0).sum(dim=-1)
     freq = f.gather(1, symbols.unsqueeze(1)).squeeze(1)
     return start, freq
@@ -182,11 +186,15 @@ def lookup_torch(logits, symbols, table):
 
 def search_torch(logits, slots, table):
     """The symbol whose interval holds each slot, with its (start, freq)."""
+    return search_freqs_torch(_freqs_torch(logits, table), slots)
+
+
+def search_freqs_torch(f, slots):
+    """search_torch for integer frequency rows f ([N, V])."""
     import torch
 
-    f = _freqs_torch(logits, table)
     cdf = torch.cumsum(f, dim=-1)
-    sym = torch.searchsorted(cdf, slots.unsqueeze(1), right=True).clamp_(max=logits.shape[-1] - 1)
+    sym = torch.searchsorted(cdf, slots.unsqueeze(1), right=True).clamp_(max=f.shape[-1] - 1)
     end = cdf.gather(1, sym)
     freq = f.gather(1, sym)
     return sym.squeeze(1), (end - freq).squeeze(1), freq.squeeze(1)

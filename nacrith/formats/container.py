@@ -59,6 +59,13 @@ SETTING_IDS = {
     "precision": 7,
     "logit_bits": 8,
     "chunk_tokens": 9,
+    "bias_lr": 10,
+    "ngram": 11,
+    "match_min": 12,
+    "table_bits": 13,
+    "sse_rate": 14,
+    "skip": 15,
+    "online": 16,
 }
 SETTING_NAMES = {v: k for k, v in SETTING_IDS.items()}
 

@@ -57,7 +57,7 @@ def _model(path: str, device: str):
 
 
 def _runner(path: str, device: str, settings: Settings, bos: int) -> GroupRunner:
-    key = (path, device, settings.context, settings.slide, settings.lanes, bos)
+    key = (path, device, settings.context, settings.slide, settings.lanes, settings.predictors, bos)
     r = _RUNNERS.get(key)
     if r is None:
         _RUNNERS.clear()  # one cache per process: they are large

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from ..codec import rans
-from ..codec.quantize import PRECISION, lookup_torch, search_torch, table_torch
+from ..codec.quantize import PRECISION, lookup_freqs_torch, lookup_torch, search_freqs_torch, search_torch, table_torch
+from ..predictors.online import Online
+from ..predictors.xp import TorchOps
 from ..errors import CorruptDataError
 from ..settings import Settings
 
@@ -59,6 +61,7 @@ class GroupRunner:
         self.counts = torch.zeros(L, dtype=torch.int64, device=dev)
         self.x = torch.zeros(L, dtype=torch.int64, device=dev)
         self.ptr = torch.zeros(L, dtype=torch.int64, device=dev)
+        self.pred = None
         self.cap = 0  # steps the per-step buffers hold
         self.wcap = 0  # words per lane the decoder buffer holds
         self._graph: dict[str, torch.cuda.CUDAGraph] = {}
@@ -78,6 +81,9 @@ class GroupRunner:
         self.freqs = torch.zeros((self.cap, L), dtype=torch.int64, device=dev)
         self.out = torch.zeros((self.cap, L), dtype=torch.int64, device=dev)
         self.words = torch.zeros((L, self.wcap), dtype=torch.int64, device=dev)
+        cfg = self.settings.predictors
+        # the predictors' state lives on the device too; their steps join the graph
+        self.pred = Online(cfg, L, self.model.n_vocab, self.cap, TorchOps(dev)) if cfg.any else None
         self._graph.clear()
 
     def _reset(self) -> None:
@@ -88,6 +94,8 @@ class GroupRunner:
         self.pos.zero_()
         self.t.zero_()
         self.bad.zero_()
+        if self.pred is not None:
+            self.pred.reset()
 
     # -- the two steps ----------------------------------------------------------------
 
@@ -101,7 +109,12 @@ class GroupRunner:
     def _encode_step(self) -> None:
         logits = self._logits()
         target = self.targets.index_select(0, self.t).squeeze(0)
-        start, freq = self.lookup(logits, target, self.table)
+        if self.pred is None:
+            start, freq = self.lookup(logits, target, self.table)
+        else:
+            self.pred.cheap()
+            start, freq = lookup_freqs_torch(self.pred.freqs(logits), target)
+            self.pred.update(target)
         self.starts.index_copy_(0, self.t, start.unsqueeze(0))
         self.freqs.index_copy_(0, self.t, freq.unsqueeze(0))
         self.tok.copy_(target)
@@ -111,7 +124,12 @@ class GroupRunner:
     def _decode_step(self) -> None:
         logits = self._logits()
         slot = self.x & rans.MASK
-        sym, start, freq = self.search(logits, slot, self.table)
+        if self.pred is None:
+            sym, start, freq = self.search(logits, slot, self.table)
+        else:
+            self.pred.cheap()
+            sym, start, freq = search_freqs_torch(self.pred.freqs(logits), slot)
+            self.pred.update(sym)
         active = self.t < self.counts
         rans.advance_torch(self.x, self.ptr, self.words, slot, start, freq, active)
         self.out.index_copy_(0, self.t, sym.unsqueeze(0))
