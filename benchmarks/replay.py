@@ -69,6 +69,7 @@ def replay(path: Path, config: dict[str, int], limit: int = 0) -> dict:
     skipped = 0
     t0 = time.time()
     for i in range(n):
+        pred.cheap()
         if pred.enabled_skip and pred.skip_mask()[0]:
             f = pred.skipped_freqs()
             skipped += 1

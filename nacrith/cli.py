@@ -97,6 +97,12 @@ def compress(
     engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
     device: Optional[str] = typer.Option(None, "--device", help="torch engine: cuda or cpu (default: cuda if present)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
+    no_bias: bool = typer.Option(False, "--no-bias", help="online predictors: no adaptive bias head"),
+    no_ngram: bool = typer.Option(False, "--no-ngram", help="online predictors: no token N-gram"),
+    no_match: bool = typer.Option(False, "--no-match", help="online predictors: no match model"),
+    no_mix: bool = typer.Option(False, "--no-mix", help="online predictors: no secondary estimation (and so no N-gram, match or skip)"),
+    no_skip: bool = typer.Option(False, "--no-skip", help="always run the model (no LLM skip)"),
+    skip: Optional[int] = typer.Option(None, "--skip", help="LLM skip threshold, reliability in 1/65536 (0: off; llama.cpp engine)"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
     """Compress FILE to FILE.nc."""
@@ -106,6 +112,7 @@ def compress(
         comp = api.Compressor(
             model=model, threads=threads, format=fmt, context=context, slide=slide,
             chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, engine=engine, device=device, gpus=gpus,
+            **predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip),
         )
         prog = _Progress(len(data), "compress")
         t0 = time.perf_counter()
@@ -219,6 +226,26 @@ def info(file: Path = typer.Argument(..., help="a .nc file")):
 
 gz = typer.Typer(add_completion=True, help="Compress or decompress FILEs in place (like gzip); '-' or no FILE means stdin to stdout.")
 SUBCOMMANDS = {"compress", "decompress", "info"}
+
+
+def predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip) -> dict:
+    """Settings overrides for the --no-* flags (the mixer carries the N-gram and match
+    predictions, and the skip needs one of them, so turning those off turns it off)."""
+    base = TORCH_DEFAULTS if engine == "torch" else Settings()
+    out = {}
+    if skip is not None:
+        out["skip"] = skip
+    if no_bias:
+        out["bias_lr"] = 0
+    if no_ngram:
+        out["ngram"] = 0
+    if no_match:
+        out["match_min"] = 0
+    if no_mix:
+        out.update(sse_rate=0, ngram=0, match_min=0)
+    if no_skip or not (out.get("ngram", base.ngram) or out.get("match_min", base.match_min)):
+        out["skip"] = 0
+    return out
 OK, ERROR, WARNING = 0, 1, 2
 _BLOCK = 1 << 20
 
@@ -237,7 +264,7 @@ class _Job:
             self._comp = api.Compressor(
                 model=o["model"], threads=o["threads"], format=o["fmt"], context=o["context"],
                 slide=o["slide"], chunk_bytes=o["chunk_bytes"], lanes=o["lanes"], chunk_tokens=o["chunk_tokens"],
-                engine=o["engine"], device=o["device"], gpus=o["gpus"],
+                engine=o["engine"], device=o["device"], gpus=o["gpus"], **o["predictors"],
             )
         return self._comp
 
@@ -416,12 +443,19 @@ def main_command(
     engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
     device: Optional[str] = typer.Option(None, "--device", help="torch engine: cuda or cpu (default: cuda if present)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
+    no_bias: bool = typer.Option(False, "--no-bias", help="online predictors: no adaptive bias head"),
+    no_ngram: bool = typer.Option(False, "--no-ngram", help="online predictors: no token N-gram"),
+    no_match: bool = typer.Option(False, "--no-match", help="online predictors: no match model"),
+    no_mix: bool = typer.Option(False, "--no-mix", help="online predictors: no secondary estimation (and so no N-gram, match or skip)"),
+    no_skip: bool = typer.Option(False, "--no-skip", help="always run the model (no LLM skip)"),
+    skip: Optional[int] = typer.Option(None, "--skip", help="LLM skip threshold, reliability in 1/65536 (0: off; llama.cpp engine)"),
 ):
     """Compress or decompress FILEs like gzip: FILE -> FILE.nc, -d FILE.nc -> FILE."""
     opts = dict(
         decompress=decompress_ and not compress_, stdout=stdout, rm=rm, force=force, test=test,
         list=list_, quiet=quiet, verbose=verbose, model=model, fmt=fmt, context=context, slide=slide,
         chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, threads=threads, engine=engine, device=device, gpus=gpus,
+        predictors=predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip),
     )
     job = _Job(opts)
     names = files or ["-"]
@@ -452,7 +486,11 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGINT, _on_sigint)
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in SUBCOMMANDS:
+    if args and args[0] == "bench":
+        from .bench import main as bench
+
+        bench(args[1:])
+    elif args and args[0] in SUBCOMMANDS:
         app(args=args, prog_name="nacrith")
     else:
         gz(args=args, prog_name="nacrith")

@@ -1,11 +1,15 @@
-"""Regenerate tests/data/golden.nc. Only do this together with a format version bump."""
+"""Regenerate tests/data/golden*.nc. Only do this together with a format version bump
+(golden-online.nc: with a bump of settings.ONLINE_VERSION; `python tests/make_golden.py --online`)."""
 
+import sys
 from pathlib import Path
 
 import nacrith
 
 DATA = Path(__file__).parent / "data"
 SETTINGS = dict(context=64, slide=16, chunk_bytes=256, lanes=2)
+# golden-online.nc: the online predictors' integers (settings' online version 1)
+ONLINE = dict(SETTINGS, chunk_bytes=1024, bias_lr=2000, ngram=4, match_min=4, table_bits=10, sse_rate=3000)
 
 def golden06_input() -> bytes:
     """Latin-1 text, a binary run and UTF-8 text: LLM and binary segments in one frame."""
@@ -20,6 +24,9 @@ if __name__ == "__main__":
     from nacrith.settings import Settings
 
     text = (DATA / "golden.txt").read_bytes()
+    if "--online" in sys.argv:  # only this one: the others are older than the predictors
+        (DATA / "golden-online.nc").write_bytes(nacrith.compress(text, **ONLINE))
+        sys.exit()
     (DATA / "golden.nc").write_bytes(nacrith.compress(text, **SETTINGS))
     raw = golden06_input()
     s = Settings(**SETTINGS)

@@ -173,6 +173,7 @@ class Online:
         self.ops = ops = ops or NumpyOps()
         self.L, self.V, self.cap = lanes, vocab, cap
         self.exp2 = ops.const(EXP2_TABLE)
+        self.vidx = ops.arange(vocab)
         self.log2 = ops.const(LOG2_TABLE)
         z = ops.zeros
         self.t = z((lanes,))
@@ -316,7 +317,7 @@ class Online:
         spare_old = (TOTAL - fc) - (V - 1)
         spare_new = (TOTAL - target) - (V - 1)
         g = 1 + ops.fdiv((f - 1) * spare_new[:, None], ops.clip(spare_old, 1, TOTAL)[:, None])
-        g[r, c] = 0
+        g = ops.where(self.vidx == c[:, None], 0, g)
         g[r, c] = TOTAL - ops.rowsum(g)[:, 0]
         return ops.where((spare_old > 0)[:, None], g, f)
 

@@ -65,12 +65,9 @@ class TorchOps:
         return self.torch.as_tensor(np.asarray(values, dtype=np.int64), device=self.device)
 
     def where(self, c, a, b):
-        t = self.torch
-        if not isinstance(a, t.Tensor):
-            a = t.tensor(a, dtype=t.int64, device=self.device)
-        if not isinstance(b, t.Tensor):
-            b = t.tensor(b, dtype=t.int64, device=self.device)
-        return t.where(c, a, b)
+        # Python ints stay scalars: making tensors of them here would copy from the
+        # host inside a captured CUDA graph
+        return self.torch.where(c, a, b)
 
     def clip(self, a, lo, hi):
         return self.torch.clamp(a, lo, hi)
