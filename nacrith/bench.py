@@ -153,14 +153,16 @@ def run_one(path: str, config: dict) -> dict:
     }
 
 
-def _child(path: str, cfg: dict) -> dict:
+def _child(paths: list[str], cfg: dict) -> list[dict]:
+    """One process per configuration: the model loads (and the GPU kernels compile)
+    once for all files; its peak RSS is the largest so far at each file."""
     proc = subprocess.run(
-        [sys.executable, "-m", "nacrith.bench", path, "--child", json.dumps(cfg)],
+        [sys.executable, "-m", "nacrith.bench", *paths, "--child", json.dumps(cfg)],
         capture_output=True, text=True,
     )
     if proc.returncode:
-        raise SystemExit(f"{path} {cfg}:\n{proc.stderr or proc.stdout}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{paths} {cfg}:\n{proc.stderr or proc.stdout}")
+    return [json.loads(line) for line in proc.stdout.strip().splitlines() if line.startswith("{")]
 
 
 def main(argv=None) -> None:
@@ -176,7 +178,8 @@ def main(argv=None) -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(run_one(args.files[0], json.loads(args.child))))
+        for f in args.files:
+            print(json.dumps(run_one(f, json.loads(args.child))), flush=True)
         return
     common = parse_config(args.common)[1] if args.common else {}
     configs = [parse_config(c) for c in (args.config or ([] if args.ablation else ["default"]))]
@@ -185,21 +188,27 @@ def main(argv=None) -> None:
     configs = [(label, {**cfg, **common}) for label, cfg in configs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(f, label, cfg) for f in args.files for label, cfg in configs]
     base = {f: baselines(Path(f).read_bytes()) for f in args.files}
     started = time.strftime("%Y-%m-%d %H:%M")
+    partial = out / f"{args.name}.partial.jsonl"  # rows as they come, should a run be cut short
+    partial.write_text("")
 
     def run(job):
-        f, label, cfg = job
-        row = _child(f, cfg)
-        row["label"] = label
-        row["baselines"] = base[f]
-        print(f"{row['file']}: {label}: {row['size']} bytes, {row['bpb']:.4f} bpb, "
-              f"{row['compress_tps']:.0f}/{row['decompress_tps']:.0f} tok/s, skipped {row['skipped']}", flush=True)
-        return row
+        label, cfg = job
+        rows = _child(args.files, cfg)
+        for row in rows:
+            row["label"] = label
+            row["baselines"] = base[next(f for f in args.files if Path(f).name == row["file"])]
+            print(f"{row['file']}: {label}: {row['size']} bytes, {row['bpb']:.4f} bpb, "
+                  f"{row['compress_tps']:.0f}/{row['decompress_tps']:.0f} tok/s, skipped {row['skipped']}", flush=True)
+            with partial.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        return rows
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        rows = list(pool.map(run, jobs))
+        done = list(pool.map(run, configs))
+    order = {Path(f).name: i for i, f in enumerate(args.files)}
+    rows = sorted((r for rs in done for r in rs), key=lambda r: order[r["file"]])
     meta = {
         "machine": _machine(),
         "python": platform.python_version(),
