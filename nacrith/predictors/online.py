@@ -344,7 +344,7 @@ class Online:
             if self._skipped:
                 self.nskip[rows] = self.nskip[rows] + 1
             else:
-                self.nskip[rows] = 0
+                self.nskip[rows] = self.nskip[rows] * 0  # no scalar copy: CUDA graphs
                 c, j, w1, p = self._sse
                 err = ((c == y) * TOTAL - p) * cfg.sse_rate >> 24  # Q16 log-odds step
                 self.points[rows, j] = ops.clip(
