@@ -158,16 +158,20 @@ def run_one(path: str, config: dict) -> dict:
     }
 
 
-def _child(paths: list[str], cfg: dict) -> list[dict]:
+def _child(paths: list[str], cfg: dict, each) -> None:
     """One process per configuration: the model loads (and the GPU kernels compile)
-    once for all files; its peak RSS is the largest so far at each file."""
-    proc = subprocess.run(
+    once for all files; its peak RSS is the largest so far at each file. each(row)
+    is called as every file finishes, so a run cut short keeps what it measured."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "nacrith.bench", *paths, "--child", json.dumps(cfg)],
-        capture_output=True, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    if proc.returncode:
-        raise SystemExit(f"{paths} {cfg}:\n{proc.stderr or proc.stdout}")
-    return [json.loads(line) for line in proc.stdout.strip().splitlines() if line.startswith("{")]
+    for line in proc.stdout:
+        if line.startswith("{"):
+            each(json.loads(line))
+    err = proc.stderr.read()
+    if proc.wait():
+        raise SystemExit(f"{paths} {cfg}:\n{err}")
 
 
 def main(argv=None) -> None:
@@ -200,14 +204,18 @@ def main(argv=None) -> None:
 
     def run(job):
         label, cfg = job
-        rows = _child(args.files, cfg)
-        for row in rows:
+        rows = []
+
+        def each(row):
             row["label"] = label
             row["baselines"] = base[next(f for f in args.files if Path(f).name == row["file"])]
             print(f"{row['file']}: {label}: {row['size']} bytes, {row['bpb']:.4f} bpb, "
                   f"{row['compress_tps']:.0f}/{row['decompress_tps']:.0f} tok/s, skipped {row['skipped']}", flush=True)
             with partial.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
+            rows.append(row)
+
+        _child(args.files, cfg, each)
         return rows
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:

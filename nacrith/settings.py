@@ -24,6 +24,9 @@ OPTIONAL = {"chunk_tokens": 0, "bias_lr": 0, "ngram": 0, "match_min": 0, "table_
 ONLINE_VERSION = 1
 # The torch engine's cache: context * lanes cells of ~23 KB in float16 on a GPU.
 MAX_GROUP_CELLS = 1 << 21
+# The predictors' hashed tables (N-gram orders and match model), int64 slots over
+# all lanes: a header may not make a decoder allocate more than 1 GiB for them.
+MAX_TABLE_SLOTS = 1 << 27
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class Settings:
             if self.online and self.online != ONLINE_VERSION:
                 raise ValueError(f"online predictors version {self.online} (this nacrith has {ONLINE_VERSION})")
             object.__setattr__(self, "online", version)
+        tables = self.ngram + (1 if self.match_min else 0)
+        if self.lanes * tables << self.table_bits > MAX_TABLE_SLOTS:
+            raise ValueError(f"lanes * hashed tables * 2**table_bits must be at most {MAX_TABLE_SLOTS} (8 bytes each)")
         if self.skip and self.schedule != SCHEDULE_LOCKSTEP:
             raise ValueError("the LLM skip runs on the llama.cpp engine only")
         if self.skip and self.slide <= MAX_SKIP:

@@ -194,3 +194,9 @@ def test_cli_flags_turn_predictors_off():
         sse_rate=0, ngram=0, match_min=0, skip=0)
     assert predictor_options("llama", True, False, False, False, False, 5)["bias_lr"] == 0
     assert predictor_options("llama", False, True, True, False, False, 5)["skip"] == 0
+
+
+def test_a_header_cannot_ask_for_huge_tables():
+    with pytest.raises(ValueError, match="table_bits"):
+        Settings(lanes=256, sse_rate=1, ngram=6, match_min=4, table_bits=22).validate()
+    Settings(lanes=8, sse_rate=1, ngram=6, match_min=4, table_bits=16).validate()
