@@ -8,7 +8,7 @@ the exact integer predictor pipeline over them under many settings in seconds.
 The dump is one lane of llama.cpp over the whole file (float16 logits, ~98 KB a
 token, under benchmarks/results/tmp/, which git ignores). Replayed costs are the
 ideal code lengths of the integer frequencies (what the coder spends, within a few
-bytes); only real runs (benchmarks/bench.py) report file sizes.
+bytes); only real runs (`nacrith bench`) report file sizes.
 """
 
 from __future__ import annotations

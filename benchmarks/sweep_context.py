@@ -3,7 +3,7 @@
     python benchmarks/sweep_context.py ../shared/corpora/canterbury/alice29.txt --head 49152
 
 One chunk, one lane, slide = context / 4; compress only (round trips are checked by
-benchmarks/bench.py and the tests). Writes benchmarks/results/sweep_context.{md,json}.
+`nacrith bench` and the tests). Writes benchmarks/results/sweep_context.{md,json}.
 """
 
 from __future__ import annotations

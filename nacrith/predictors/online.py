@@ -190,6 +190,8 @@ class Online:
             self.nskip = z((lanes,))
             self.reliab = z((lanes, N_CTX))
         self._init_points = ops.const(np.tile((np.arange(N_POINTS) + SSE_LO) << 16, N_CTX * 2))
+        self._slots: list = []  # what cheap() found, for update()
+        self._skipped = False
         self.reset()
 
     @property
