@@ -49,6 +49,12 @@ class Settings:
     skip: int = 0
     online: int = 0  # ONLINE_VERSION when any predictor is on (set by validate)
 
+    def __post_init__(self) -> None:
+        # the version follows from the predictor settings, validated or not (NC06 writes
+        # headers from settings it never validated)
+        if not self.online and self.predictors.any:
+            object.__setattr__(self, "online", ONLINE_VERSION)
+
     @property
     def predictors(self) -> OnlineConfig:
         return OnlineConfig(self.bias_lr, self.ngram, self.match_min, self.table_bits, self.sse_rate, self.skip)

@@ -15,3 +15,21 @@ def model_path():
     from nacrith.modelfile import default_model_path
 
     return default_model_path()
+
+
+def golden_here(name: str) -> bytes:
+    """A golden file's bytes, or a skip naming both engines when it was made by a
+    llama.cpp build with other CPU features: its floats, and so its bits, differ there
+    (the profile in the header says so; the decoder would report an engine mismatch)."""
+    from pathlib import Path
+
+    from nacrith.formats import container
+    from nacrith.predictors.llama import _init_backend, engine_profile
+
+    blob = (Path(__file__).parent / "data" / name).read_bytes()
+    _init_backend()
+    here = engine_profile(1)
+    made = container.read_header(blob)[0].profile
+    if made != here:
+        pytest.skip(f"{name} was made by '{made}'; this machine runs '{here}'")
+    return blob

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import nacrith
+from conftest import golden_here
 from nacrith.settings import Settings
 from nacrith.formats import container
 
@@ -86,12 +87,12 @@ def test_another_model_file_is_refused_naming_both_digests(blob, tmp_path, model
 
 def test_golden_file_decodes_to_its_text():
     """Any accidental change of the format or the bitstream fails here."""
-    golden = (DATA / "golden.nc").read_bytes()
+    golden = golden_here("golden.nc")
     assert nacrith.decompress(golden) == (DATA / "golden.txt").read_bytes()
 
 
 def test_golden_file_is_reproduced_by_the_encoder():
-    golden = (DATA / "golden.nc").read_bytes()
+    golden = golden_here("golden.nc")
     header, _ = container.read_header(golden)
     text = (DATA / "golden.txt").read_bytes()
     st = Settings.from_header(header.settings)

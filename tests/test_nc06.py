@@ -4,6 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import nacrith
+from conftest import golden_here
 from nacrith.api import load_model
 from nacrith.formats import container, nc06
 from nacrith.segments import segments
@@ -141,6 +142,6 @@ def test_corrupting_any_segment_is_detected():
 
 
 def test_golden_nc06_file_decodes():
-    golden = (DATA / "golden06.nc").read_bytes()
+    golden = golden_here("golden06.nc")
     assert kinds(golden) == ["NC06"]
     assert nacrith.decompress(golden) == (DATA / "golden06.bin").read_bytes()

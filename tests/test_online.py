@@ -13,6 +13,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import nacrith
+from conftest import golden_here
 from nacrith import engine as lanes
 from nacrith.codec.quantize import EXP2_TABLE, TOTAL, frequencies
 from nacrith.formats import container
@@ -175,7 +176,7 @@ def test_torch_engine_round_trip_with_all_predictors():
 
 def test_online_golden_file():
     """Pins the predictors' integers (ONLINE_VERSION 1): decodes, and is reproduced."""
-    golden = (DATA / "golden-online.nc").read_bytes()
+    golden = golden_here("golden-online.nc")
     text = (DATA / "golden.txt").read_bytes()
     assert nacrith.decompress(golden) == text
     header, _ = container.read_header(golden)
