@@ -98,10 +98,10 @@ def run_lanes(
                     pred.reset(np.array([s]))
         busy = [s for s in range(settings.lanes) if slots[s] is not None]
         skipping = []
-        if pred is not None:
+        if cfg.skip:  # decide before the model call which lanes it runs for
             for s in busy:
                 pred.cheap(np.array([s]))
-                if cfg.skip and pred.skip_mask(np.array([s]))[0]:
+                if pred.skip_mask(np.array([s]))[0]:
                     skipping.append(s)
         running = [s for s in busy if s not in skipping]
         rows = {}

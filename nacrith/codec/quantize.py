@@ -32,18 +32,23 @@ LOG2E_FIX = 94548
 MAX_SHIFT = 62
 
 
-def _exp2_table() -> np.ndarray:
-    # decimal's exp and ln are correctly rounded, so this table is the same
-    # on every platform (float pow need not be); its digest is checked below.
+def decimal_table(value) -> np.ndarray:
+    """value(ctx, ln2, x) for x = j / 2**TABLE_BITS, j = 0 .. 2**TABLE_BITS - 1, rounded to
+    int64. decimal's exp and ln are correctly rounded, so such a table is the same on
+    every platform (float pow need not be); each table's digest is checked after it."""
     ctx = decimal.Context(prec=40)
     ln2 = ctx.ln(decimal.Decimal(2))
     size = 1 << TABLE_BITS
-    scale = decimal.Decimal(1 << WEIGHT_BITS)
     out = []
     for j in range(size):
-        value = ctx.exp(ctx.multiply(decimal.Decimal(-j) / size, ln2)) * scale
-        out.append(int(value.to_integral_value(rounding=decimal.ROUND_HALF_EVEN)))
+        v = value(ctx, ln2, decimal.Decimal(j) / size)
+        out.append(int(v.to_integral_value(rounding=decimal.ROUND_HALF_EVEN)))
     return np.array(out, dtype=np.int64)
+
+
+def _exp2_table() -> np.ndarray:  # 2**-x in Q30
+    scale = decimal.Decimal(1 << WEIGHT_BITS)
+    return decimal_table(lambda ctx, ln2, x: ctx.exp(ctx.multiply(-x, ln2)) * scale)
 
 
 EXP2_TABLE = _exp2_table()

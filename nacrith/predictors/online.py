@@ -28,13 +28,12 @@ once against `xp.Ops`, so numpy and torch produce the same integers.
 
 from __future__ import annotations
 
-import decimal
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec.quantize import EXP2_TABLE, LOG2E_FIX, LOGIT_BITS, MAX_SHIFT, TABLE_BITS, TOTAL
+from ..codec.quantize import EXP2_TABLE, LOG2E_FIX, LOGIT_BITS, MAX_SHIFT, TABLE_BITS, TOTAL, decimal_table
 from .xp import NumpyOps, rowmax
 
 ONE = 1 << 16  # Q16: bias in natural-log units, log-odds in bits, rates
@@ -54,18 +53,7 @@ _HASH_MUL = 0x2545F491
 _MIX_MUL = 0x45D9F3B
 
 
-def _log2_table() -> np.ndarray:
-    ctx = decimal.Context(prec=40)
-    ln2 = ctx.ln(decimal.Decimal(2))
-    size = 1 << TABLE_BITS
-    out = []
-    for j in range(size):
-        v = ctx.ln(1 + decimal.Decimal(j) / size) / ln2 * ONE
-        out.append(int(v.to_integral_value(rounding=decimal.ROUND_HALF_EVEN)))
-    return np.array(out, dtype=np.int64)
-
-
-LOG2_TABLE = _log2_table()
+LOG2_TABLE = decimal_table(lambda ctx, ln2, x: ctx.ln(1 + x) / ln2 * ONE)  # log2(1 + j/4096) in Q16
 LOG2_SHA256 = "735b7303826e42490c6fc264c51f0664083112edc75e303bcdb870382b3f7c2b"
 
 
@@ -187,6 +175,7 @@ class Online:
             self.ptr, self.mlen = z((lanes,)), z((lanes,))
         if cfg.sse_rate:
             self.points = z((lanes, N_CTX * 2 * N_POINTS))
+        if cfg.skip:
             self.nskip = z((lanes,))
             self.reliab = z((lanes, N_CTX))
         self._init_points = ops.const(np.tile((np.arange(N_POINTS) + SSE_LO) << 16, N_CTX * 2))
@@ -206,7 +195,7 @@ class Online:
             arrays.append(self.bias)
         if self.cfg.match_min:
             arrays += [self.mtable, self.hist, self.ptr, self.mlen]
-        if self.cfg.sse_rate:
+        if self.cfg.skip:
             arrays += [self.nskip, self.reliab]
         return arrays
 
@@ -338,15 +327,15 @@ class Online:
                 self.bias[...] = b
             else:
                 self.bias[ids] = b
-        if cfg.sse_rate:
+        if cfg.skip:  # the skip's own state: reliability per context, skips in a row
             hit = (self.cand >= 0) & (self.cand == y)
             r = self.reliab[rows, self.ctx]
             r = r + ((hit * ONE - r) >> 5)
             self.reliab[rows, self.ctx] = ops.where(self.ctx > 0, r, self.reliab[rows, self.ctx])
-            if self._skipped:
-                self.nskip[rows] = self.nskip[rows] + 1
-            else:
-                self.nskip[rows] = self.nskip[rows] * 0  # no scalar copy: CUDA graphs
+            # (x * 0, not 0: a scalar would be copied from the host inside a CUDA graph)
+            self.nskip[rows] = self.nskip[rows] + 1 if self._skipped else self.nskip[rows] * 0
+        if cfg.sse_rate:
+            if not self._skipped:
                 c, j, w1, p = self._sse
                 err = ((c == y) * TOTAL - p) * cfg.sse_rate >> 24  # Q16 log-odds step
                 self.points[rows, j] = ops.clip(
