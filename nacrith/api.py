@@ -220,7 +220,7 @@ def _check_entries(header: container.FrameHeader, llm: list[int]) -> None:
     """Entry kinds and codecs must fit the container kind before anything is decoded."""
     for i, e in enumerate(header.entries):
         if e.type == container.ENTRY_TEXT:
-            if e.codec != nc05.LLM_CODEC:
+            if e.codec not in nc05.TEXT_CODECS:
                 raise CorruptDataError(f"entry {i}: unknown text codec {e.codec}")
         elif e.type == container.ENTRY_BINARY and header.kind == container.KIND_HYBRID:
             if e.codec not in bytecodecs.NAMES or e.n_tokens:

@@ -8,8 +8,10 @@ any size is reported. Results go to Markdown, JSON and a PNG bar chart.
     nacrith bench FILES... --config "ctx 1024:context=1024" --config default
     nacrith bench FILES... --ablation --common engine=torch,context=4096 --jobs 7
 
---ablation runs the model alone, then each online predictor added on its own,
-then all of them (and, on the llama.cpp engine, all of them with the LLM skip).
+--ablation runs the model alone, then unwrapping and each online predictor added
+on its own, then all of them (and, on the llama.cpp engine, all with the LLM skip).
+--resume keeps the rows of an earlier run cut short (NAME.partial.jsonl) whose
+file and settings match, and runs only the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .reflow import VERSION as REFLOW_VERSION
 from .settings import PREDICTORS_OFF, PREDICTORS_ON
 
 
@@ -81,13 +84,15 @@ def parse_config(text: str) -> tuple[str, dict]:
 
 def ablation(engine: str) -> list[tuple[str, dict]]:
     on = PREDICTORS_ON
+    off = {**PREDICTORS_OFF, "reflow": 0}
     rows = [
-        ("LLM only", dict(PREDICTORS_OFF)),
-        ("+ bias head", {**PREDICTORS_OFF, "bias_lr": on["bias_lr"]}),
-        ("+ SSE", {**PREDICTORS_OFF, "sse_rate": on["sse_rate"]}),
-        ("+ SSE + N-gram", {**PREDICTORS_OFF, "sse_rate": on["sse_rate"], "ngram": on["ngram"]}),
-        ("+ SSE + match", {**PREDICTORS_OFF, "sse_rate": on["sse_rate"], "match_min": on["match_min"]}),
-        ("all", dict(on)),
+        ("LLM only", off),
+        ("+ unwrap", {**off, "reflow": REFLOW_VERSION}),
+        ("+ bias head", {**off, "bias_lr": on["bias_lr"]}),
+        ("+ SSE", {**off, "sse_rate": on["sse_rate"]}),
+        ("+ SSE + N-gram", {**off, "sse_rate": on["sse_rate"], "ngram": on["ngram"]}),
+        ("+ SSE + match", {**off, "sse_rate": on["sse_rate"], "match_min": on["match_min"]}),
+        ("all", {**on, "reflow": REFLOW_VERSION}),
     ]
     if engine == "llama":
         rows.append(("all + skip", {**on, "skip": 62000}))
@@ -184,6 +189,7 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="configurations run at once (each a process)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default="bench")
+    ap.add_argument("--resume", action="store_true", help="keep matching rows of NAME.partial.jsonl")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -200,11 +206,16 @@ def main(argv=None) -> None:
     base = {f: baselines(Path(f).read_bytes()) for f in args.files}
     started = time.strftime("%Y-%m-%d %H:%M")
     partial = out / f"{args.name}.partial.jsonl"  # rows as they come, should a run be cut short
-    partial.write_text("")
+    kept = []
+    if args.resume and partial.exists():
+        kept = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+    partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def run(job):
         label, cfg = job
-        rows = []
+        rows = [r for r in kept if r["config"] == cfg and r["label"] == label]
+        have = {r["file"] for r in rows}
+        todo = [f for f in args.files if Path(f).name not in have]
 
         def each(row):
             row["label"] = label
@@ -215,7 +226,8 @@ def main(argv=None) -> None:
                 fh.write(json.dumps(row) + "\n")
             rows.append(row)
 
-        _child(args.files, cfg, each)
+        if todo:
+            _child(todo, cfg, each)
         return rows
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:

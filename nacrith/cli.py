@@ -103,6 +103,7 @@ def compress(
     no_mix: bool = typer.Option(False, "--no-mix", help="online predictors: no secondary estimation (and so no N-gram, match or skip)"),
     no_skip: bool = typer.Option(False, "--no-skip", help="always run the model (no LLM skip)"),
     skip: Optional[int] = typer.Option(None, "--skip", help="LLM skip threshold, reliability in 1/65536 (0: off; llama.cpp engine)"),
+    no_unwrap: bool = typer.Option(False, "--no-unwrap", help="code hard-wrapped text as it is (no unwrapping)"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
     """Compress FILE to FILE.nc."""
@@ -112,7 +113,7 @@ def compress(
         comp = api.Compressor(
             model=model, threads=threads, format=fmt, context=context, slide=slide,
             chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, engine=engine, device=device, gpus=gpus,
-            **predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip),
+            **predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap),
         )
         prog = _Progress(len(data), "compress")
         t0 = time.perf_counter()
@@ -228,11 +229,11 @@ gz = typer.Typer(add_completion=True, help="Compress or decompress FILEs in plac
 SUBCOMMANDS = {"compress", "decompress", "info"}
 
 
-def predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip) -> dict:
+def predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap=False) -> dict:
     """Settings overrides for the --no-* flags (the mixer carries the N-gram and match
     predictions, and the skip needs one of them, so turning those off turns it off)."""
     base = TORCH_DEFAULTS if engine == "torch" else Settings()
-    out = {}
+    out = {"reflow": 0} if no_unwrap else {}
     if skip is not None:
         out["skip"] = skip
     if no_bias:
@@ -449,13 +450,14 @@ def main_command(
     no_mix: bool = typer.Option(False, "--no-mix", help="online predictors: no secondary estimation (and so no N-gram, match or skip)"),
     no_skip: bool = typer.Option(False, "--no-skip", help="always run the model (no LLM skip)"),
     skip: Optional[int] = typer.Option(None, "--skip", help="LLM skip threshold, reliability in 1/65536 (0: off; llama.cpp engine)"),
+    no_unwrap: bool = typer.Option(False, "--no-unwrap", help="code hard-wrapped text as it is (no unwrapping)"),
 ):
     """Compress or decompress FILEs like gzip: FILE -> FILE.nc, -d FILE.nc -> FILE."""
     opts = dict(
         decompress=decompress_ and not compress_, stdout=stdout, rm=rm, force=force, test=test,
         list=list_, quiet=quiet, verbose=verbose, model=model, fmt=fmt, context=context, slide=slide,
         chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, threads=threads, engine=engine, device=device, gpus=gpus,
-        predictors=predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip),
+        predictors=predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap),
     )
     job = _Job(opts)
     names = files or ["-"]

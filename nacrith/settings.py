@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from .codec.quantize import LOGIT_BITS, PRECISION
 from .errors import CorruptDataError
 from .predictors.online import MAX_SKIP, OnlineConfig
+from .reflow import VERSION as REFLOW_VERSION
 
 # How tokens are fed to the model, and so which engine and coder a file needs.
 # 1: llama.cpp, lanes in lockstep taking chunks as they free up, one token per
@@ -18,7 +19,7 @@ SCHEDULES = {"llama": SCHEDULE_LOCKSTEP, "torch": SCHEDULE_GROUPS}
 MAX_CACHE_CELLS = 65536
 # Settings added later, and their value in files written before them.
 OPTIONAL = {"chunk_tokens": 0, "bias_lr": 0, "ngram": 0, "match_min": 0, "table_bits": 16, "sse_rate": 0,
-            "skip": 0, "online": 0}
+            "skip": 0, "online": 0, "reflow": 0}
 # Version of the online predictors' algorithm (predictors/online.py): any change to
 # it that changes the integers they produce takes a new number.
 ONLINE_VERSION = 1
@@ -48,6 +49,8 @@ class Settings:
     sse_rate: int = 0  # off: +0.4-0.6% on small files, -0.14% on alice29 (README)
     skip: int = 0
     online: int = 0  # ONLINE_VERSION when any predictor is on (set by validate)
+    # reflow.VERSION: the encoder may code hard-wrapped chunks unwrapped (reflow.py); 0: never
+    reflow: int = REFLOW_VERSION
 
     def __post_init__(self) -> None:
         # the version follows from the predictor settings, validated or not (NC06 writes
@@ -66,6 +69,8 @@ class Settings:
             if self.online and self.online != ONLINE_VERSION:
                 raise ValueError(f"online predictors version {self.online} (this nacrith has {ONLINE_VERSION})")
             object.__setattr__(self, "online", version)
+        if self.reflow not in (0, REFLOW_VERSION):
+            raise ValueError(f"reflow version {self.reflow} (this nacrith has {REFLOW_VERSION})")
         tables = self.ngram + (1 if self.match_min else 0)
         if self.lanes * tables << self.table_bits > MAX_TABLE_SLOTS:
             raise ValueError(f"lanes * hashed tables * 2**table_bits must be at most {MAX_TABLE_SLOTS} (8 bytes each)")

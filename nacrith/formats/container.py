@@ -66,6 +66,7 @@ SETTING_IDS = {
     "sse_rate": 14,
     "skip": 15,
     "online": 16,
+    "reflow": 17,
 }
 SETTING_NAMES = {v: k for k, v in SETTING_IDS.items()}
 

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 
+from .. import reflow
 from ..chunking import split_chunks
 from ..codec.rangecoder import Decoder, Encoder
 from ..engine import run_lanes
@@ -18,6 +19,8 @@ from ..settings import Settings
 from .container import ENTRY_TEXT, KIND_TEXT, Entry, FrameHeader, content_digest, crc32, write_frame
 
 LLM_CODEC = 0
+UNWRAPPED_CODEC = 1  # the model codes the chunk unwrapped (reflow.py); payload per reflow.pack
+TEXT_CODECS = (LLM_CODEC, UNWRAPPED_CODEC)
 
 
 def check_text(data: bytes, offset: int = 0) -> None:
@@ -192,8 +195,36 @@ def encode_llm(lm, settings: Settings, token_lists: list[list[int]], progress=No
     return [e.finish() for e in encoders]
 
 
-def llm_entry(chunk: bytes, tokens: list[int], payload: bytes) -> Entry:
-    return Entry(ENTRY_TEXT, LLM_CODEC, len(chunk), len(tokens), len(payload), crc32(chunk))
+def unwrap(lm, settings: Settings, chunks: list[bytes], tokens: list[list[int]], any_bytes: bool = False):
+    """reflow.plan for each chunk; the tokens of unwrapped chunks are replaced (in place)
+    by those of their unwrapped text. Returns the plans (None: coded as it is)."""
+    on = settings.reflow == reflow.VERSION
+
+    def one(chunk):
+        p = reflow.plan(chunk, on)
+        if p is None:
+            return None, None
+        if any_bytes:
+            return p, tokenize_any(lm.model, p.text)
+        try:
+            return p, tokenize_exact(lm.model, p.text)
+        except UnsupportedInputError:  # the tokenizer does not reproduce it: keep the chunk
+            return None, None
+
+    plans = []
+    for i, (p, toks) in enumerate(map_threads(one, [(c,) for c in chunks])):
+        plans.append(p)
+        if p is not None:
+            tokens[i] = toks
+    return plans
+
+
+def llm_entry(chunk: bytes, tokens: list[int], payload: bytes, plan=None) -> tuple[Entry, bytes]:
+    """The entry and payload of a coded chunk (`plan`: how it was unwrapped, if it was)."""
+    codec = LLM_CODEC
+    if plan is not None:
+        codec, payload = UNWRAPPED_CODEC, reflow.pack(plan, payload)
+    return Entry(ENTRY_TEXT, codec, len(chunk), len(tokens), len(payload), crc32(chunk)), payload
 
 
 def model_fields(lm, settings: Settings) -> dict:
@@ -214,20 +245,31 @@ def encode_frame(lm, settings: Settings, raw: bytes, offset: int = 0, progress=N
         cuts = split_chunks(raw, settings.chunk_bytes)
         chunks = [raw[a:b] for a, b in cuts]
         tokens = tokenize_chunks(lm.model, chunks, [offset + a for a, _ in cuts])
-    payloads = encode_llm(lm, settings, tokens, progress) if chunks else []
+    plans = unwrap(lm, settings, chunks, tokens)
+    coded = encode_llm(lm, settings, tokens, progress) if chunks else []
+    entries, payloads = zip(*map(llm_entry, chunks, tokens, coded, plans)) if chunks else ((), ())
     header = FrameHeader(
         kind=KIND_TEXT,
         raw_size=len(raw),
         content_sha256=content_digest(raw),
-        entries=[llm_entry(c, t, p) for c, t, p in zip(chunks, tokens, payloads)],
+        entries=list(entries),
         **model_fields(lm, settings),
     )
-    return write_frame(header, payloads, final)
+    return write_frame(header, list(payloads), final)
 
 
 def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list[bytes]:
     """Decode LLM-coded entries; each result is checked against its length and CRC."""
+    unwrapped = [None] * len(entries)
+    payloads = list(payloads)
+    for i, e in enumerate(entries):
+        if e.codec == UNWRAPPED_CODEC:
+            if settings.reflow != reflow.VERSION:
+                raise CorruptDataError(f"chunk {i} is unwrapped but the header's reflow setting is off")
+            mode, flags, payloads[i] = reflow.unpack(payloads[i])
+            unwrapped[i] = (mode, flags)
     if settings.engine == "torch":
+        return _decode_torch(lm, settings, entries, payloads, unwrapped, progress)
         return _decode_torch(lm, settings, entries, payloads, progress)
     pieces = lm.model.pieces()
     n_vocab = len(pieces)
@@ -249,7 +291,7 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
         return tok
 
     run_lanes(lm.model, settings, [e.n_tokens for e in entries], step, progress)
-    return _finish(lm, entries, out_tokens)
+    return _finish(lm, entries, out_tokens, unwrapped)
 
 
 def _n_bytes(model, token_lists) -> int:
@@ -261,22 +303,24 @@ def _n_bytes(model, token_lists) -> int:
     return int(lens[flat].sum())
 
 
-def _decode_torch(lm, settings: Settings, entries, payloads, progress=None) -> list[bytes]:
+def _decode_torch(lm, settings: Settings, entries, payloads, unwrapped, progress=None) -> list[bytes]:
     def done(part, result):
         if progress:
             progress(sum(map(len, result)), 0.0, _n_bytes(lm.model, result))
 
     counts = [e.n_tokens for e in entries]
     tokens = lm.torch.decode(settings, lm.model.bos, counts, payloads, done)
-    return _finish(lm, entries, tokens)
+    return _finish(lm, entries, tokens, unwrapped)
 
 
-def _finish(lm, entries, out_tokens) -> list[bytes]:
+def _finish(lm, entries, out_tokens, unwrapped) -> list[bytes]:
     pieces = lm.model.pieces()
     escapes = byte_tokens(lm.model)
     out = []
-    for i, (e, toks) in enumerate(zip(entries, out_tokens)):
+    for i, (e, toks, u) in enumerate(zip(entries, out_tokens, unwrapped)):
         raw = escapes.detokenize(pieces, toks)
+        if u is not None:
+            raw = reflow.restore(u[0], raw, u[1])
         if len(raw) != e.raw_len or crc32(raw) != e.raw_crc32:
             raise CorruptDataError(f"chunk {i}: checksum mismatch after decoding")
         out.append(raw)

@@ -29,6 +29,7 @@ from .nc05 import (
     model_fields,
     token_chunks,
     tokenize_any,
+    unwrap,
 )
 
 
@@ -96,14 +97,11 @@ def _hybrid(lm, settings: Settings, raw: bytes, segs, progress, final: bool) -> 
             parts += [(True, c) for c in chunks]
             tokens += map_threads(lambda c: tokenize_any(lm.model, c), [(c,) for c in chunks])
     texts = [p for t, p in parts if t]
-    coded = iter(zip(texts, tokens, encode_llm(lm, settings, tokens, progress)))
+    plans = unwrap(lm, settings, texts, tokens, any_bytes=True)
+    coded = iter(zip(texts, tokens, encode_llm(lm, settings, tokens, progress), plans))
     entries, payloads = [], []
     for is_text, part in parts:
-        if is_text:
-            chunk, toks, payload = next(coded)
-            entries.append(llm_entry(chunk, toks, payload))
-        else:
-            entry, payload = _binary_entry(part)
-            entries.append(entry)
+        entry, payload = llm_entry(*next(coded)) if is_text else _binary_entry(part)
+        entries.append(entry)
         payloads.append(payload)
     return _frame(raw, entries, payloads, model_fields(lm, settings), final)
