@@ -144,6 +144,7 @@ def run_one(path: str, config: dict) -> dict:
         "config": config,
         "settings": c.settings.header_fields(),
         "profile": c.lm.profile,
+        "machine": _machine(),
         "raw": len(data),
         "size": len(blob),
         "bpb": len(blob) * 8 / len(data),
@@ -235,7 +236,8 @@ def main(argv=None) -> None:
     order = {Path(f).name: i for i, f in enumerate(args.files)}
     rows = sorted((r for rs in done for r in rs), key=lambda r: order[r["file"]])
     meta = {
-        "machine": _machine(),
+        # where the rows were measured (a --resume may assemble them elsewhere)
+        "machine": "; ".join(dict.fromkeys(r.get("machine", _machine()) for r in rows)),
         "python": platform.python_version(),
         "command": " ".join(["nacrith bench", *(argv if argv is not None else sys.argv[1:])]),
         "date": started,
