@@ -191,6 +191,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default="bench")
     ap.add_argument("--resume", action="store_true", help="keep matching rows of NAME.partial.jsonl")
+    ap.add_argument("--report-only", action="store_true",
+                    help="with --resume: run nothing, write the tables from the kept rows")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -227,7 +229,7 @@ def main(argv=None) -> None:
                 fh.write(json.dumps(row) + "\n")
             rows.append(row)
 
-        if todo:
+        if todo and not args.report_only:
             _child(todo, cfg, each)
         return rows
 
@@ -242,6 +244,7 @@ def main(argv=None) -> None:
         "command": " ".join(["nacrith bench", *(argv if argv is not None else sys.argv[1:])]),
         "date": started,
         "jobs": args.jobs,
+        "labels": [label for label, _ in configs],
     }
     (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     text = markdown(rows, meta)
@@ -269,7 +272,7 @@ def _total(rows, label) -> tuple[int, int]:
 
 def markdown(rows, meta) -> str:
     files = list(dict.fromkeys(r["file"] for r in rows))
-    labels = list(dict.fromkeys(r["label"] for r in rows))
+    labels = list(dict.fromkeys([*meta.get("labels", []), *(r["label"] for r in rows)]))
     by = {(r["file"], r["label"]): r for r in rows}
     jobs = f", {meta['jobs']} at once" if meta.get("jobs", 1) > 1 else ""
     lines = [
@@ -284,7 +287,8 @@ def markdown(rows, meta) -> str:
     for label in labels:
         cells = [f"{by[(f, label)]['bpb']:.4f}" if (f, label) in by else "" for f in files]
         size, raw = _total(rows, label)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {size * 8 / raw:.4f} |")
+        total = f"{size * 8 / raw:.4f}" if all(cells) else "(not all run)"
+        lines.append(f"| {label} | " + " | ".join(c or "not run" for c in cells) + f" | {total} |")
     base0 = {r["file"]: r for r in rows}
     for name in next(iter(rows))["baselines"]:
         cells = [f"{base0[f]['baselines'][name] * 8 / base0[f]['raw']:.4f}" for f in files]
@@ -310,8 +314,8 @@ def markdown(rows, meta) -> str:
             lines.append(f"| {f} | {r['raw']} | {name} | {size} | {size * 8 / r['raw']:.4f} | | | | | | | | |")
     lines += ["", "Settings of each configuration (as stored in the files):", ""]
     for label in labels:
-        r = next(x for x in rows if x["label"] == label)
-        lines.append(f"- {label}: `{json.dumps(r['settings'], sort_keys=True)}`")
+        r = next((x for x in rows if x["label"] == label), None)
+        lines.append(f"- {label}: `{json.dumps(r['settings'], sort_keys=True)}`" if r else f"- {label}: not run")
     lines.append(f"- engine: `{rows[0]['profile']}`")
     return "\n".join(lines) + "\n"
 

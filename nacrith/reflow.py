@@ -101,8 +101,9 @@ class _Flags:
             self.line_start = self.slots[k]
 
 
-def plan(chunk: bytes, enabled: bool = True) -> Plan | None:
-    """How to code `chunk`, or None to code it as it is."""
+def plan(chunk: bytes, enabled: bool = True, min_breaks: int = 4, max_bits: float = 1.0) -> Plan | None:
+    """How to code `chunk`, or None to code it as it is. It is unwrapped when at least
+    `min_breaks` newlines go and their flags cost at most `max_bits` each."""
     if not enabled:
         return None
     mode = 0
@@ -114,7 +115,7 @@ def plan(chunk: bytes, enabled: bool = True) -> Plan | None:
     a = np.frombuffer(s, dtype=np.uint8)
     bits = (a[slots] == 10).astype(np.int64)
     breaks = int(bits.sum())
-    if breaks >= 4:
+    if breaks >= min_breaks:
         t = bytearray(s)
         t_arr = np.frombuffer(t, dtype=np.uint8)
         t_arr[slots] = 32
@@ -128,7 +129,7 @@ def plan(chunk: bytes, enabled: bool = True) -> Plan | None:
             model.update(k, ctx, bit)
         # Unwrap only where the flags cost under a bit per removed newline: on wrapped
         # prose the model pays more than that for each (README, "Unwrapping").
-        if model.bits <= breaks:
+        if model.bits <= max_bits * breaks:
             return Plan(mode | MODE_FLOW, text, enc.finish())
     return Plan(mode, s, b"") if mode else None
 
