@@ -190,6 +190,9 @@ def describe(blob: bytes) -> list[str]:
             f"frame {n}: {header.kind_name} v{container.VERSION}, {header.raw_size} bytes in "
             f"{len(header.entries)} entries, {tokens} tokens, {coded} coded bytes"
         )
+        unwrapped = sum(e.type == container.ENTRY_TEXT and e.codec == 1 for e in header.entries)
+        if unwrapped:
+            lines.append(f"  {unwrapped} text chunks coded unwrapped (hard-wrapped text, see README)")
         for kind, name in ((container.ENTRY_TEXT, "text (LLM)"), (container.ENTRY_BINARY, "binary")):
             es = [e for e in header.entries if e.type == kind]
             if es and header.kind == container.KIND_HYBRID:

@@ -90,6 +90,10 @@ def test_file_round_trip_and_header(eager):
     assert {e.codec for e in container.read_header(plain)[0].entries} == {LLM_CODEC}
     assert "reflow" not in container.read_header(plain)[0].settings  # old readers' format
     assert nacrith.decompress(plain) == text
+    from nacrith.cli import describe
+
+    assert any("coded unwrapped" in line for line in describe(blob))
+    assert not any("coded unwrapped" in line for line in describe(plain))
 
 
 def test_nc06_and_torch_engine_round_trip(eager):
