@@ -14,7 +14,7 @@ import typer
 from . import api
 from .errors import NacrithError
 from .codec import bytecodecs
-from .formats import container
+from .formats import container, nc05
 from .settings import TORCH_DEFAULTS, Settings
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, help="Lossless compression with a small language model.")
@@ -190,7 +190,7 @@ def describe(blob: bytes) -> list[str]:
             f"frame {n}: {header.kind_name} v{container.VERSION}, {header.raw_size} bytes in "
             f"{len(header.entries)} entries, {tokens} tokens, {coded} coded bytes"
         )
-        unwrapped = sum(e.type == container.ENTRY_TEXT and e.codec == 1 for e in header.entries)
+        unwrapped = sum(e.type == container.ENTRY_TEXT and e.codec == nc05.UNWRAPPED_CODEC for e in header.entries)
         if unwrapped:
             lines.append(f"  {unwrapped} text chunks coded unwrapped (hard-wrapped text, see README)")
         for kind, name in ((container.ENTRY_TEXT, "text (LLM)"), (container.ENTRY_BINARY, "binary")):

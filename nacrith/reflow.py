@@ -86,7 +86,7 @@ class _Flags:
         """Context and [f_space, f_newline] (sum 2**24) for slot k."""
         pos = self.slots[k]
         start = max(self.prev_nl[k], self.line_start)
-        ctx = min(pos - start - 1 + 1 + self.word[k], MAX_CONTEXT)
+        ctx = min((pos - start - 1) + 1 + self.word[k], MAX_CONTEXT)  # column, the space, the word
         n0, n1 = self.counts[ctx]
         f1 = (2 * n1 + 1) * (TOTAL - 2) // (2 * (n0 + n1) + 2) + 1
         return ctx, np.array([TOTAL - f1, f1], dtype=np.int64)

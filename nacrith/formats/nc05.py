@@ -270,7 +270,6 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
             unwrapped[i] = (mode, flags)
     if settings.engine == "torch":
         return _decode_torch(lm, settings, entries, payloads, unwrapped, progress)
-        return _decode_torch(lm, settings, entries, payloads, progress)
     pieces = lm.model.pieces()
     n_vocab = len(pieces)
     decoders = [Decoder(p) for p in payloads]
