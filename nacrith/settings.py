@@ -8,6 +8,7 @@ from .codec.quantize import LOGIT_BITS, PRECISION
 from .errors import CorruptDataError
 from .predictors.online import MAX_SKIP, OnlineConfig
 from .reflow import VERSION as REFLOW_VERSION
+from .reflow import VERSIONS as REFLOW_VERSIONS
 
 # How tokens are fed to the model, and so which engine and coder a file needs.
 # 1: llama.cpp, lanes in lockstep taking chunks as they free up, one token per
@@ -69,8 +70,8 @@ class Settings:
             if self.online and self.online != ONLINE_VERSION:
                 raise ValueError(f"online predictors version {self.online} (this nacrith has {ONLINE_VERSION})")
             object.__setattr__(self, "online", version)
-        if self.reflow not in (0, REFLOW_VERSION):
-            raise ValueError(f"reflow version {self.reflow} (this nacrith has {REFLOW_VERSION})")
+        if self.reflow not in (0, *REFLOW_VERSIONS):
+            raise ValueError(f"reflow version {self.reflow} (this nacrith has {', '.join(map(str, REFLOW_VERSIONS))})")
         tables = self.ngram + (1 if self.match_min else 0)
         if self.lanes * tables << self.table_bits > MAX_TABLE_SLOTS:
             raise ValueError(f"lanes * hashed tables * 2**table_bits must be at most {MAX_TABLE_SLOTS} (8 bytes each)")

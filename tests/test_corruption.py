@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import nacrith
-from conftest import golden_here
+from conftest import assert_same_bitstream, golden_here
 from nacrith.settings import Settings
 from nacrith.formats import container
 
@@ -61,8 +61,52 @@ def test_unknown_version_is_rejected_even_with_a_valid_crc(blob):
 
 
 def test_reserved_bits_are_rejected_even_with_a_valid_crc(blob):
-    with pytest.raises(nacrith.CorruptDataError, match="reserved"):
-        nacrith.decompress(_rewrite_prefix(blob, flags=1))
+    for bit in range(1, 16):  # bit 0 is PACKED_PROFILE
+        with pytest.raises(nacrith.CorruptDataError, match="reserved"):
+            nacrith.decompress(_rewrite_prefix(blob, flags=1 | (1 << bit)))
+
+
+def test_profile_is_packed_and_reads_back_exactly(blob):
+    from nacrith.api import load_model
+    from nacrith.formats import profile_words
+
+    header, _ = container.read_header(blob)
+    flags = struct.unpack_from("<4sBBHI", blob)[3]
+    assert flags == container.PACKED_PROFILE
+    assert header.profile == load_model(None, Settings()).profile
+    packed = profile_words.pack(header.profile)
+    assert len(packed) < len(header.profile.encode()) // 3
+    assert packed in blob and header.profile.encode() not in blob
+
+
+def test_plain_text_profile_still_reads(blob):
+    """Files from before the packed profile (flag 0, profile as text) decode as before."""
+    from nacrith.formats import profile_words
+
+    header, _ = container.read_header(blob)
+    packed, plain = profile_words.pack(header.profile), header.profile.encode()
+    body_len = struct.unpack_from("<I", blob, 8)[0]
+    body = blob[12 : 12 + body_len].replace(struct.pack("<H", len(packed)) + packed, struct.pack("<H", len(plain)) + plain)
+    head = struct.pack("<4sBBHI", b"NACR", header.kind, container.VERSION, 0, len(body))
+    old = head + body + struct.pack("<I", container.crc32(head + body)) + blob[16 + body_len :]
+    assert container.read_header(old)[0] == header
+    assert nacrith.decompress(old) == (DATA / "golden.txt").read_bytes()[:250]
+    # and the packed spelling under flag 0 is not valid text to a plain reader
+    with pytest.raises(nacrith.CorruptDataError):
+        nacrith.decompress(_rewrite_prefix(blob, flags=0))
+
+
+def test_unknown_profile_word_is_refused(blob):
+    from nacrith.formats import profile_words
+
+    header, _ = container.read_header(blob)
+    packed = profile_words.pack(header.profile)
+    body_len = struct.unpack_from("<I", blob, 8)[0]
+    body = blob[12 : 12 + body_len].replace(packed, packed[:-1] + b"\xff")
+    head = blob[:12]
+    bad = head + body + struct.pack("<I", container.crc32(head + body)) + blob[16 + body_len :]
+    with pytest.raises(nacrith.CorruptDataError, match="profile word"):
+        nacrith.decompress(bad)
 
 
 def test_not_a_nacrith_file():
@@ -97,4 +141,4 @@ def test_golden_file_is_reproduced_by_the_encoder():
     text = (DATA / "golden.txt").read_bytes()
     st = Settings.from_header(header.settings)
     kept = {k: v for k, v in asdict(st).items() if k not in ("schedule", "online")}
-    assert nacrith.compress(text, **kept) == golden
+    assert_same_bitstream(nacrith.compress(text, **kept), golden)

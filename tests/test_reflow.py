@@ -32,20 +32,21 @@ _piece = st.sampled_from([b" ", b"\n", b"\r\n", b"\r", b"\t", b"  ", b"ab", b"x"
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_piece, max_size=80).map(b"".join))
 def test_unwrapping_is_exactly_undone(chunk):
-    p = reflow.plan(chunk, min_breaks=0, max_bits=float("inf"))
-    if p is None:  # nothing to gain: neither CRLF-only nor a single slot
-        return
-    assert len(p.text) <= len(chunk)
-    mode, flags, rest = reflow.unpack(reflow.pack(p, b"MODEL"))
-    assert (mode, flags, rest) == (p.mode, p.flags, b"MODEL")
-    assert reflow.restore(mode, p.text, flags) == chunk
+    for version in reflow.VERSIONS:
+        p = reflow.plan(chunk, version, min_breaks=0, max_bits=float("inf"))
+        if p is None:  # nothing to gain: neither CRLF-only nor a single slot
+            return
+        assert len(p.text) <= len(chunk)
+        mode, flags, rest = reflow.unpack(reflow.pack(p, b"MODEL"))
+        assert (mode, flags, rest) == (p.mode, p.flags, b"MODEL")
+        assert reflow.restore(mode, p.text, flags, version) == chunk
 
 
 @pytest.fixture
 def eager(monkeypatch):
     """Unwrap every chunk that has a newline to lose (small test chunks would not pay)."""
     plan = reflow.plan
-    monkeypatch.setattr(reflow, "plan", lambda c, on=True: plan(c, on, min_breaks=1, max_bits=float("inf")))
+    monkeypatch.setattr(reflow, "plan", lambda c, version=reflow.VERSION: plan(c, version, min_breaks=1, max_bits=float("inf")))
 
 
 def test_wrapped_prose_is_unwrapped_cheaply():
@@ -63,7 +64,7 @@ def test_code_and_verse_stay_as_they_are():
     assert reflow.plan(code) is None
     verse = "\n".join(" ".join(WORDS[i : i + (3 + i % 5)]) for i in range(0, 300, 7)).encode()
     assert reflow.plan(verse) is None  # line lengths say nothing: the flags cost too much
-    assert reflow.plan(wrapped(), enabled=False) is None
+    assert reflow.plan(wrapped(), 0) is None
 
 
 def test_damaged_entries_are_refused():
@@ -117,9 +118,31 @@ def test_unwrapped_entry_needs_the_header_setting(eager):
         nacrith.decompress(bad)
 
 
+def test_version_2_flags_are_cheaper_and_version_1_files_still_decode(eager):
+    text = wrapped(paragraphs=20)
+    v1, v2 = reflow.plan(text, 1), reflow.plan(text, 2)
+    assert v1.text == v2.text
+    assert len(v2.flags) < len(v1.flags)  # the prior expects a space where a context is new
+    assert reflow.restore(v1.mode, v1.text, v1.flags, 1) == text
+    # the versions' models differ, so flags read under the wrong one do not restore the text
+    try:
+        assert reflow.restore(v2.mode, v2.text, v2.flags, 1) != text
+    except CorruptDataError:
+        pass
+    opts = dict(context=64, slide=16, chunk_bytes=2000, lanes=1)
+    old = nacrith.compress(text, **opts, reflow=1)
+    assert container.read_header(old)[0].settings["reflow"] == 1
+    assert nacrith.decompress(old) == text
+    # a header that names the other version: the chunk CRC catches it, never wrong bytes
+    (header, payloads), = container.iter_frames(memoryview(old))
+    forged = dataclasses.replace(header, settings={**header.settings, "reflow": 2})
+    with pytest.raises(CorruptDataError):
+        nacrith.decompress(container.write_frame(forged, [bytes(p) for p in payloads]))
+
+
 def test_reflow_setting_is_validated():
     with pytest.raises(ValueError):
-        Settings(reflow=2).validate()
+        Settings(reflow=max(reflow.VERSIONS) + 1).validate()
     with pytest.raises(CorruptDataError):
         Settings.from_header({**Settings().header_fields(), "reflow": 7})
 

@@ -6,12 +6,14 @@ so a writer needs bounded memory whatever the stream length. All integers are
 little-endian.
 
     frame  := header  table  payloads  end
-    header := "NACR" kind:u8 version:u8 flags:u16(=0) body_len:u32 body crc32:u32
+    header := "NACR" kind:u8 version:u8 flags:u16 body_len:u32 body crc32:u32
+    flags  := bit 0 PACKED_PROFILE (profile text packed, see profile_words.py; only
+              with uses_model = 1); every other bit is reserved and must be 0
     body   := raw_size:u64 content_digest[16] n_entries:u32 uses_model:u8
               [model_sha256[32] vocab:u32 settings profile]   (when uses_model = 1)
     content_digest := the first 16 bytes of SHA-256 of the frame's content
     settings := count:u8 (id:u8 value:uvarint)*   ids from SETTING_IDS, ascending
-    profile  := len:u16 utf-8 text (engine identity)
+    profile  := len:u16 bytes: utf-8 text (engine identity), or its packed spelling
     table  := n_entries * entry, crc32:u32 of the entries
     entry  := type:u8 codec:u8 reserved:u16(=0) raw_len:u32 n_tokens:u32
               coded_len:u32 raw_crc32:u32
@@ -30,6 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..errors import CorruptDataError, TruncatedDataError
+from . import profile_words
 
 MAGIC = b"NACR"
 END = b"NEND"
@@ -38,6 +41,8 @@ VERSION = 1
 KIND_TEXT = 5  # NC05
 KIND_HYBRID = 6  # NC06
 KINDS = {KIND_TEXT: "NC05", KIND_HYBRID: "NC06"}
+
+PACKED_PROFILE = 0x0001  # header flag
 
 ENTRY_TEXT = 0
 ENTRY_BINARY = 1
@@ -139,7 +144,12 @@ def _pack_settings(settings: dict[str, int]) -> bytes:
 def write_frame(header: FrameHeader, payloads: list[bytes], final: bool = True) -> bytes:
     if len(payloads) != len(header.entries):
         raise ValueError("one payload per table entry")
-    profile = header.profile.encode("utf-8")
+    flags = 0
+    if header.model_sha256 and profile_words.packable(header.profile):
+        flags |= PACKED_PROFILE
+        profile = profile_words.pack(header.profile)
+    else:
+        profile = header.profile.encode("utf-8")
     parts = [
         struct.pack("<Q", header.raw_size),
         header.content_sha256,
@@ -156,7 +166,7 @@ def write_frame(header: FrameHeader, payloads: list[bytes], final: bool = True) 
     body = b"".join(parts)
     if len(body) > MAX_BODY:
         raise ValueError("header too large")
-    head = _PREFIX.pack(MAGIC, header.kind, VERSION, 0, len(body)) + body
+    head = _PREFIX.pack(MAGIC, header.kind, VERSION, flags, len(body)) + body
     table = b"".join(
         _ENTRY.pack(e.type, e.codec, 0, e.raw_len, e.n_tokens, e.coded_len, e.raw_crc32)
         for e in header.entries
@@ -212,7 +222,7 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
         raise CorruptDataError(
             f"unsupported format version {version} (this nacrith reads version {VERSION})"
         )
-    if flags:
+    if flags & ~PACKED_PROFILE:
         raise CorruptDataError(f"reserved header flags are set (0x{flags:04x})")
     if body_len > MAX_BODY:
         raise CorruptDataError(f"header length {body_len} exceeds the limit {MAX_BODY}")
@@ -241,8 +251,11 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
                 last = sid
                 settings[SETTING_NAMES[sid]] = _read_uvarint(b)
             (plen,) = struct.unpack("<H", b.take(2, "header"))
-            profile = b.take(plen, "header").decode("utf-8")
-    except (TruncatedDataError, UnicodeDecodeError) as exc:
+            raw = b.take(plen, "header")
+            profile = profile_words.unpack(raw) if flags & PACKED_PROFILE else raw.decode("utf-8")
+        elif flags & PACKED_PROFILE:
+            raise CorruptDataError("malformed frame header: packed profile flag without a model")
+    except (TruncatedDataError, UnicodeDecodeError, ValueError) as exc:
         raise CorruptDataError(f"malformed frame header: {exc}") from None
     if b.pos != len(body):
         raise CorruptDataError("frame header has trailing bytes")

@@ -198,10 +198,8 @@ def encode_llm(lm, settings: Settings, token_lists: list[list[int]], progress=No
 def unwrap(lm, settings: Settings, chunks: list[bytes], tokens: list[list[int]], any_bytes: bool = False):
     """reflow.plan for each chunk; the tokens of unwrapped chunks are replaced (in place)
     by those of their unwrapped text. Returns the plans (None: coded as it is)."""
-    on = settings.reflow == reflow.VERSION
-
     def one(chunk):
-        p = reflow.plan(chunk, on)
+        p = reflow.plan(chunk, settings.reflow)
         if p is None:
             return None, None
         if any_bytes:
@@ -264,10 +262,10 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
     payloads = list(payloads)
     for i, e in enumerate(entries):
         if e.codec == UNWRAPPED_CODEC:
-            if settings.reflow != reflow.VERSION:
+            if settings.reflow not in reflow.VERSIONS:
                 raise CorruptDataError(f"chunk {i} is unwrapped but the header's reflow setting is off")
             mode, flags, payloads[i] = reflow.unpack(payloads[i])
-            unwrapped[i] = (mode, flags)
+            unwrapped[i] = (mode, flags, settings.reflow)
     if settings.engine == "torch":
         return _decode_torch(lm, settings, entries, payloads, unwrapped, progress)
     pieces = lm.model.pieces()
@@ -319,7 +317,7 @@ def _finish(lm, entries, out_tokens, unwrapped) -> list[bytes]:
     for i, (e, toks, u) in enumerate(zip(entries, out_tokens, unwrapped)):
         raw = escapes.detokenize(pieces, toks)
         if u is not None:
-            raw = reflow.restore(u[0], raw, u[1])
+            raw = reflow.restore(u[0], raw, u[1], u[2])
         if len(raw) != e.raw_len or crc32(raw) != e.raw_crc32:
             raise CorruptDataError(f"chunk {i}: checksum mismatch after decoding")
         out.append(raw)
