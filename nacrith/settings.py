@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from .codec.quantize import LOGIT_BITS, PRECISION
 from .errors import CorruptDataError
 from .predictors.online import MAX_SKIP, OnlineConfig
-from .reflow import VERSION as REFLOW_VERSION
-from .reflow import VERSIONS as REFLOW_VERSIONS
+from .reflow import VERSION as REFLOW_VERSION, VERSIONS as REFLOW_VERSIONS
 
 # How tokens are fed to the model, and so which engine and coder a file needs.
 # 1: llama.cpp, lanes in lockstep taking chunks as they free up, one token per

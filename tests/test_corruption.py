@@ -45,12 +45,16 @@ def test_trailing_data_is_rejected(blob):
         nacrith.decompress(blob + b"\x00junk")
 
 
-def _rewrite_prefix(blob, **fields):
+def _rewrite_prefix(blob, edit_body=None, **fields):
+    """The frame with prefix `fields` changed and, if given, its body passed through
+    `edit_body`; the header CRC is recomputed, so only the checks after it can refuse it."""
     magic, kind, version, flags, body_len = struct.unpack_from("<4sBBHI", blob)
     vals = dict(magic=magic, kind=kind, version=version, flags=flags)
     vals.update(fields)
-    head = struct.pack("<4sBBHI", vals["magic"], vals["kind"], vals["version"], vals["flags"], body_len)
     body = blob[12 : 12 + body_len]
+    if edit_body:
+        body = edit_body(body)
+    head = struct.pack("<4sBBHI", vals["magic"], vals["kind"], vals["version"], vals["flags"], len(body))
     crc = struct.pack("<I", container.crc32(head + body))
     return head + body + crc + blob[16 + body_len :]
 
@@ -85,10 +89,11 @@ def test_plain_text_profile_still_reads(blob):
 
     header, _ = container.read_header(blob)
     packed, plain = profile_words.pack(header.profile), header.profile.encode()
-    body_len = struct.unpack_from("<I", blob, 8)[0]
-    body = blob[12 : 12 + body_len].replace(struct.pack("<H", len(packed)) + packed, struct.pack("<H", len(plain)) + plain)
-    head = struct.pack("<4sBBHI", b"NACR", header.kind, container.VERSION, 0, len(body))
-    old = head + body + struct.pack("<I", container.crc32(head + body)) + blob[16 + body_len :]
+    old = _rewrite_prefix(
+        blob,
+        lambda body: body.replace(struct.pack("<H", len(packed)) + packed, struct.pack("<H", len(plain)) + plain),
+        flags=0,
+    )
     assert container.read_header(old)[0] == header
     assert nacrith.decompress(old) == (DATA / "golden.txt").read_bytes()[:250]
     # and the packed spelling under flag 0 is not valid text to a plain reader
@@ -101,10 +106,7 @@ def test_unknown_profile_word_is_refused(blob):
 
     header, _ = container.read_header(blob)
     packed = profile_words.pack(header.profile)
-    body_len = struct.unpack_from("<I", blob, 8)[0]
-    body = blob[12 : 12 + body_len].replace(packed, packed[:-1] + b"\xff")
-    head = blob[:12]
-    bad = head + body + struct.pack("<I", container.crc32(head + body)) + blob[16 + body_len :]
+    bad = _rewrite_prefix(blob, lambda body: body.replace(packed, packed[:-1] + b"\xff"))
     with pytest.raises(nacrith.CorruptDataError, match="profile word"):
         nacrith.decompress(bad)
 

@@ -265,7 +265,7 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
             if settings.reflow not in reflow.VERSIONS:
                 raise CorruptDataError(f"chunk {i} is unwrapped but the header's reflow setting is off")
             mode, flags, payloads[i] = reflow.unpack(payloads[i])
-            unwrapped[i] = (mode, flags, settings.reflow)
+            unwrapped[i] = (mode, flags)
     if settings.engine == "torch":
         return _decode_torch(lm, settings, entries, payloads, unwrapped, progress)
     pieces = lm.model.pieces()
@@ -288,7 +288,7 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
         return tok
 
     run_lanes(lm.model, settings, [e.n_tokens for e in entries], step, progress)
-    return _finish(lm, entries, out_tokens, unwrapped)
+    return _finish(lm, settings, entries, out_tokens, unwrapped)
 
 
 def _n_bytes(model, token_lists) -> int:
@@ -307,17 +307,17 @@ def _decode_torch(lm, settings: Settings, entries, payloads, unwrapped, progress
 
     counts = [e.n_tokens for e in entries]
     tokens = lm.torch.decode(settings, lm.model.bos, counts, payloads, done)
-    return _finish(lm, entries, tokens, unwrapped)
+    return _finish(lm, settings, entries, tokens, unwrapped)
 
 
-def _finish(lm, entries, out_tokens, unwrapped) -> list[bytes]:
+def _finish(lm, settings: Settings, entries, out_tokens, unwrapped) -> list[bytes]:
     pieces = lm.model.pieces()
     escapes = byte_tokens(lm.model)
     out = []
     for i, (e, toks, u) in enumerate(zip(entries, out_tokens, unwrapped)):
         raw = escapes.detokenize(pieces, toks)
         if u is not None:
-            raw = reflow.restore(u[0], raw, u[1], u[2])
+            raw = reflow.restore(u[0], raw, u[1], settings.reflow)
         if len(raw) != e.raw_len or crc32(raw) != e.raw_crc32:
             raise CorruptDataError(f"chunk {i}: checksum mismatch after decoding")
         out.append(raw)
