@@ -2,6 +2,7 @@
 the exact integer predictor pipeline over them under many settings in seconds.
 
     python benchmarks/replay.py dump ../shared/corpora/canterbury/alice29.txt --context 2048 --slide 512
+    python benchmarks/replay.py dump ../shared/corpora/canterbury/alice29.txt --unwrap --context 8192 --slide 1024
     python benchmarks/replay.py run benchmarks/results/tmp/alice29.txt-2048 \
         --config bias_lr=0 --config bias_lr=1000 --config ngram=4,match_min=6,sse_rate=4096
 
@@ -32,9 +33,15 @@ def dump(args) -> None:
     data = Path(args.file).read_bytes()
     if args.head:
         data = data[: args.head]
+    if args.unwrap:  # what the model codes of a hard-wrapped file (nacrith/reflow.py)
+        from nacrith import reflow
+
+        plan = reflow.plan(data)
+        data = plan.text if plan else data
     m = LlamaModel(str(resolve_model(args.model)), n_ctx=args.context, n_seq=1)
     tokens = tokenize_exact(m, data)
-    out = Path(args.out or f"benchmarks/results/tmp/{Path(args.file).name}-{args.context}")
+    name = Path(args.file).name + ("-unwrapped" if args.unwrap else "")
+    out = Path(args.out or f"benchmarks/results/tmp/{name}-{args.context}")
     out.mkdir(parents=True, exist_ok=True)
     logits = np.lib.format.open_memmap(out / "logits.npy", mode="w+", dtype=np.float16,
                                        shape=(len(tokens), m.n_vocab))
@@ -98,6 +105,7 @@ def main(argv=None) -> None:
     d.add_argument("--slide", type=int, default=512)
     d.add_argument("--head", type=int, default=0)
     d.add_argument("--model")
+    d.add_argument("--unwrap", action="store_true", help="dump the unwrapped text, as the encoder codes it")
     d.add_argument("--out")
     r = sub.add_parser("run")
     r.add_argument("dump")

@@ -73,6 +73,16 @@ def load_model(
 FORMATS = ("auto", "nc05", "nc06")
 
 
+def settings_for(engine: str = "llama", **settings) -> Settings:
+    """The validated settings a Compressor on `engine` uses for these overrides
+    (None = the engine's default)."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    if engine == "torch":
+        given = {**asdict(TORCH_DEFAULTS), **given}
+    given["schedule"] = SCHEDULES[engine]
+    return Settings(**given).validate()
+
+
 class Compressor:
     """Loads the model once; `compress` may be called any number of times.
 
@@ -95,13 +105,7 @@ class Compressor:
         if engine not in SCHEDULES:
             raise ValueError(f"engine must be one of {', '.join(SCHEDULES)}")
         self.format = format
-        given = {k: v for k, v in settings.items() if v is not None}
-        if engine == "torch":
-            base = asdict(TORCH_DEFAULTS)
-            base.update(given)
-            given = base
-        given["schedule"] = SCHEDULES[engine]
-        self.settings = Settings(**given).validate()
+        self.settings = settings_for(engine, **settings)
         self.lm = load_model(model, self.settings, threads, device, gpus)
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:

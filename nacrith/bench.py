@@ -89,6 +89,7 @@ def ablation(engine: str) -> list[tuple[str, dict]]:
         ("LLM only", off),
         ("+ unwrap", {**off, "reflow": REFLOW_VERSION}),
         ("+ bias head", {**off, "bias_lr": on["bias_lr"]}),
+        ("+ context bias", {**off, "ctx_bias": on["ctx_bias"]}),
         ("+ SSE", {**off, "sse_rate": on["sse_rate"]}),
         ("+ SSE + N-gram", {**off, "sse_rate": on["sse_rate"], "ngram": on["ngram"]}),
         ("+ SSE + match", {**off, "sse_rate": on["sse_rate"], "match_min": on["match_min"]}),
@@ -216,7 +217,9 @@ def main(argv=None) -> None:
 
     def run(job):
         label, cfg = job
-        rows = [r for r in kept if r["config"] == cfg and r["label"] == label]
+        # a kept row counts when its label and the settings its file stored match (so
+        # rows measured before a setting existed still count where it is off)
+        rows = [r for r in kept if r["label"] == label and r["settings"] == _header(cfg)]
         have = {r["file"] for r in rows}
         todo = [f for f in args.files if Path(f).name not in have]
 
@@ -251,6 +254,15 @@ def main(argv=None) -> None:
     (out / f"{args.name}.md").write_text(text)
     plot(rows, out / f"{args.name}.png")
     print(text)
+
+
+def _header(cfg: dict) -> dict:
+    """The header fields a configuration's files carry."""
+    from .api import settings_for
+
+    engine = cfg.get("engine", "llama")
+    own = {k: v for k, v in cfg.items() if k not in ("engine", "model", "threads", "format", "device", "gpus")}
+    return settings_for(engine, **own).header_fields()
 
 
 def _machine() -> str:

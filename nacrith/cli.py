@@ -104,6 +104,7 @@ def compress(
     no_skip: bool = typer.Option(False, "--no-skip", help="always run the model (no LLM skip)"),
     skip: Optional[int] = typer.Option(None, "--skip", help="LLM skip threshold, reliability in 1/65536 (0: off; llama.cpp engine)"),
     no_unwrap: bool = typer.Option(False, "--no-unwrap", help="code hard-wrapped text as it is (no unwrapping)"),
+    no_ctx_bias: bool = typer.Option(False, "--no-ctx-bias", help="online predictors: no context bias head (biases per previous token)"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
     """Compress FILE to FILE.nc."""
@@ -113,7 +114,7 @@ def compress(
         comp = api.Compressor(
             model=model, threads=threads, format=fmt, context=context, slide=slide,
             chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, engine=engine, device=device, gpus=gpus,
-            **predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap),
+            **predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap, no_ctx_bias),
         )
         prog = _Progress(len(data), "compress")
         t0 = time.perf_counter()
@@ -232,7 +233,8 @@ gz = typer.Typer(add_completion=True, help="Compress or decompress FILEs in plac
 SUBCOMMANDS = {"compress", "decompress", "info"}
 
 
-def predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap=False) -> dict:
+def predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap=False,
+                      no_ctx_bias=False) -> dict:
     """Settings overrides for the --no-* flags (the mixer carries the N-gram and match
     predictions, and the skip needs one of them, so turning those off turns it off)."""
     base = TORCH_DEFAULTS if engine == "torch" else Settings()
@@ -241,6 +243,8 @@ def predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip
         out["skip"] = skip
     if no_bias:
         out["bias_lr"] = 0
+    if no_ctx_bias:
+        out["ctx_bias"] = 0
     if no_ngram:
         out["ngram"] = 0
     if no_match:
@@ -454,13 +458,14 @@ def main_command(
     no_skip: bool = typer.Option(False, "--no-skip", help="always run the model (no LLM skip)"),
     skip: Optional[int] = typer.Option(None, "--skip", help="LLM skip threshold, reliability in 1/65536 (0: off; llama.cpp engine)"),
     no_unwrap: bool = typer.Option(False, "--no-unwrap", help="code hard-wrapped text as it is (no unwrapping)"),
+    no_ctx_bias: bool = typer.Option(False, "--no-ctx-bias", help="online predictors: no context bias head (biases per previous token)"),
 ):
     """Compress or decompress FILEs like gzip: FILE -> FILE.nc, -d FILE.nc -> FILE."""
     opts = dict(
         decompress=decompress_ and not compress_, stdout=stdout, rm=rm, force=force, test=test,
         list=list_, quiet=quiet, verbose=verbose, model=model, fmt=fmt, context=context, slide=slide,
         chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, threads=threads, engine=engine, device=device, gpus=gpus,
-        predictors=predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap),
+        predictors=predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap, no_ctx_bias),
     )
     job = _Job(opts)
     names = files or ["-"]

@@ -24,7 +24,7 @@ from nacrith.predictors.xp import NumpyOps, TorchOps
 from nacrith.settings import PREDICTORS_ON, Settings
 
 DATA = Path(__file__).parent / "data"
-ALL = OnlineConfig(bias_lr=2000, ngram=4, match_min=4, table_bits=10, sse_rate=3000, skip=60000)
+ALL = OnlineConfig(bias_lr=2000, ngram=4, match_min=4, table_bits=10, sse_rate=3000, skip=60000, ctx_bias=3000)
 
 
 def _stream(rng, steps, lanes, vocab, period=23):
@@ -65,7 +65,7 @@ def test_numpy_and_torch_give_the_same_integers():
 def test_lane_by_lane_calls_equal_all_lanes_at_once():
     rng = np.random.default_rng(2)
     x, toks = _stream(rng, 80, 2, 500)
-    cfg = OnlineConfig(bias_lr=2000, ngram=3, match_min=3, table_bits=9, sse_rate=3000)
+    cfg = OnlineConfig(bias_lr=2000, ngram=3, match_min=3, table_bits=9, sse_rate=3000, ctx_bias=5000)
     together, _ = _run(Online(cfg, 2, 500, 81), x, toks)
     p = Online(cfg, 2, 500, 81)
     for i in range(80):
@@ -96,7 +96,8 @@ def test_log2_and_squash_tables():
 
 @hsettings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([OnlineConfig(sse_rate=65536), ALL,
-                                                   OnlineConfig(bias_lr=65536, ngram=1, sse_rate=1, table_bits=8)]))
+                                                   OnlineConfig(bias_lr=65536, ngram=1, sse_rate=1, table_bits=8),
+                                                   OnlineConfig(ctx_bias=65536)]))
 def test_every_distribution_is_valid(seed, cfg):
     """Extreme logits and rates still give frequencies >= 1 that sum to 2**24."""
     rng = np.random.default_rng(seed)
@@ -114,9 +115,26 @@ def test_each_predictor_learns_a_repeating_stream():
     rng = np.random.default_rng(4)
     x, toks = _stream(rng, 300, 2, 800)
     plain = _cost(OnlineConfig(), x, toks)
-    for cfg in (OnlineConfig(bias_lr=10000), OnlineConfig(sse_rate=3000, ngram=3),
+    for cfg in (OnlineConfig(bias_lr=10000), OnlineConfig(ctx_bias=10000), OnlineConfig(sse_rate=3000, ngram=3),
                 OnlineConfig(sse_rate=3000, match_min=4)):
         assert _cost(cfg, x, toks) < 0.95 * plain, cfg
+
+
+def test_context_bias_learns_what_follows_each_token():
+    """One token's successor depends on it alone: the context bias head learns each pair,
+    the plain bias head (one vector for every context) cannot."""
+    rng = np.random.default_rng(7)
+    vocab, steps = 400, 600
+    alphabet = rng.choice(vocab, 20, replace=False)  # as often as each other: no unigram to learn
+    succ = dict(zip(alphabet.tolist(), rng.permutation(alphabet).tolist()))  # next = succ[prev]
+    toks = np.zeros((steps, 1), dtype=np.int64)
+    toks[0] = alphabet[0]
+    for i in range(1, steps):
+        toks[i] = succ[int(toks[i - 1, 0])] if rng.random() < 0.9 else rng.choice(alphabet)
+    x = (rng.standard_normal((steps, 1, vocab)) * 0.5).astype(np.float32)
+    plain = _cost(OnlineConfig(bias_lr=10000), x, toks)
+    ctx = _cost(OnlineConfig(bias_lr=10000, ctx_bias=10000), x, toks)
+    assert ctx < 0.8 * plain, (ctx, plain)
 
 
 def test_invalid_combinations_are_refused():
@@ -136,6 +154,7 @@ REPEATED = TEXT * 3
 
 @pytest.mark.parametrize("cfg", [
     dict(bias_lr=3000),
+    dict(ctx_bias=3000),
     dict(sse_rate=3000),
     dict(sse_rate=3000, ngram=3, table_bits=10),
     dict(sse_rate=3000, match_min=4, table_bits=10),
@@ -195,9 +214,12 @@ def test_cli_flags_turn_predictors_off():
         sse_rate=0, ngram=0, match_min=0, skip=0)
     assert predictor_options("llama", True, False, False, False, False, 5)["bias_lr"] == 0
     assert predictor_options("llama", False, True, True, False, False, 5)["skip"] == 0
+    assert predictor_options("llama", False, False, False, False, False, None, no_ctx_bias=True) == dict(ctx_bias=0, skip=0)
 
 
 def test_a_header_cannot_ask_for_huge_tables():
     with pytest.raises(ValueError, match="table_bits"):
         Settings(lanes=256, sse_rate=1, ngram=6, match_min=4, table_bits=22).validate()
     Settings(lanes=8, sse_rate=1, ngram=6, match_min=4, table_bits=16).validate()
+    with pytest.raises(ValueError, match="ctx_bias"):  # 2**18 slots a lane
+        Settings(schedule=2, lanes=1024, context=512, slide=128, ctx_bias=1).validate()

@@ -72,6 +72,7 @@ SETTING_IDS = {
     "skip": 15,
     "online": 16,
     "reflow": 17,
+    "ctx_bias": 18,
 }
 SETTING_NAMES = {v: k for k, v in SETTING_IDS.items()}
 

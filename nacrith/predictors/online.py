@@ -6,6 +6,10 @@ Per lane (one chunk), all state restarting with the chunk:
    log-probabilities, moved after every token by one step of gradient descent on the
    coding loss (bias -= lr * (p - onehot)), so document-specific errors of the model
    fade out.
+   A second, context bias head does the same per previous token: a hashed table
+   of biases for (previous token, next token) pairs, so corrections that hold
+   only after one token (a name's second half, a word's usual successor in this
+   document) are learned where they apply.
 2. Token N-gram: orders 1..N over token ids, one hashed table per order holding the
    last successor seen after that context and how many times in a row it was right.
 3. Match model: the most recent earlier occurrence of the last `match_min` tokens;
@@ -46,6 +50,10 @@ CTX_ORDER = 1  # context ids: 0 = the model alone, then N-gram orders, then matc
 CTX_MATCH = CTX_ORDER + MAX_ORDER * (COUNT_CAP + 1)
 N_CTX = CTX_MATCH + len(MATCH_STEPS) + 1
 BIAS_CAP = 8 * ONE
+# Context bias table: 2**18 slots per lane. A previous token's biases occupy
+# `vocab` consecutive slots from a hashed offset (wrapping around), so one row
+# never holds an index twice and different contexts overlap only in part.
+CTX_BIAS_BITS = 18
 SSE_CAP = 32 * ONE
 MAX_SKIP = 7  # consecutive skipped tokens per lane, so skipped tokens fit a slide
 _M32 = (1 << 32) - 1
@@ -75,6 +83,7 @@ class OnlineConfig:
     table_bits: int = 16  # log2 of the slots of each hashed table, per lane
     sse_rate: int = 0  # learning rate of the secondary estimation, Q16
     skip: int = 0  # skip the model where the reliability (Q16) is at least this
+    ctx_bias: int = 0  # context bias head step, Q16 nats per unit of gradient
 
     def validate(self) -> "OnlineConfig":
         if not 0 <= self.bias_lr <= ONE:
@@ -89,6 +98,8 @@ class OnlineConfig:
             raise ValueError("sse_rate must be between 0 and 65536")
         if (self.ngram or self.match_min) and not self.sse_rate:
             raise ValueError("the N-gram and match predictions reach the coder through the mixer (sse_rate > 0)")
+        if not 0 <= self.ctx_bias <= ONE:
+            raise ValueError("ctx_bias must be between 0 and 65536")
         if not 0 <= self.skip <= ONE:
             raise ValueError("skip must be between 0 and 65536")
         if self.skip and not (self.ngram or self.match_min):
@@ -97,7 +108,7 @@ class OnlineConfig:
 
     @property
     def any(self) -> bool:
-        return bool(self.bias_lr or self.sse_rate)
+        return bool(self.bias_lr or self.sse_rate or self.ctx_bias)
 
 
 # -- fixed-point helpers (any Ops) -------------------------------------------------------
@@ -167,6 +178,9 @@ class Online:
         self.t = z((lanes,))
         self.recent = z((lanes, max(cfg.ngram, cfg.match_min, 1)))
         self.bias = z((lanes, vocab)) if cfg.bias_lr else None
+        if cfg.ctx_bias and vocab > 1 << CTX_BIAS_BITS:
+            raise ValueError("the context bias head needs a vocabulary of at most 2**18 tokens")
+        self.ctxb = z((lanes, 1 << CTX_BIAS_BITS)) if cfg.ctx_bias else None
         size = 1 << cfg.table_bits
         self.grams = [z((lanes, size)) for _ in range(cfg.ngram)]
         if cfg.match_min:
@@ -193,6 +207,8 @@ class Online:
         arrays = [self.t, self.recent, *self.grams]
         if self.bias is not None:
             arrays.append(self.bias)
+        if self.ctxb is not None:
+            arrays.append(self.ctxb)
         if self.cfg.match_min:
             arrays += [self.mtable, self.hist, self.ptr, self.mlen]
         if self.cfg.skip:
@@ -286,9 +302,12 @@ class Online:
         q = _fixed(logits)
         if self.bias is not None:
             q = q + self._rows(self.bias, ids)
+        if self.ctxb is not None:
+            self._cidx = self._ctx_slots(ids)
+            q = q + self.ctxb[rows[:, None], self._cidx]
         f = freqs_fixed(ops, q, self.exp2)
         self._skipped = False
-        self._f_model = f if self.bias is not None else None
+        self._f_model = f if self.bias is not None or self.ctxb is not None else None
         if not cfg.sse_rate:
             return f
         top = ops.argmax(f)
@@ -312,6 +331,13 @@ class Online:
         g[r, c] = TOTAL - ops.rowsum(g)[:, 0]
         return ops.where((spare_old > 0)[:, None], g, f)
 
+    def _ctx_slots(self, ids):
+        """[n, vocab] slots of the context bias table for the lanes' previous token."""
+        prev = self._rows(self.recent, ids)[:, -1]
+        h = _hash(self.ops, prev * 0 + 13, prev)
+        off = ((h ^ (h >> 16)) * _MIX_MUL) & _M32
+        return (off[:, None] + self.vidx[None, :]) & ((1 << CTX_BIAS_BITS) - 1)
+
     # -- learning -------------------------------------------------------------------------
 
     def update(self, tokens, ids=None) -> None:
@@ -327,6 +353,11 @@ class Online:
                 self.bias[...] = b
             else:
                 self.bias[ids] = b
+        if self.ctxb is not None and not self._skipped:
+            cols = self._cidx
+            c = self.ctxb[rows[:, None], cols] - ((self._f_model * cfg.ctx_bias) >> 24)
+            c[ops.arange(rows.shape[0]), y] += cfg.ctx_bias
+            self.ctxb[rows[:, None], cols] = ops.clip(c, -BIAS_CAP, BIAS_CAP)
         if cfg.skip:  # the skip's own state: reliability per context, skips in a row
             hit = (self.cand >= 0) & (self.cand == y)
             r = self.reliab[rows, self.ctx]
