@@ -27,10 +27,11 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 
 from .reflow import VERSION as REFLOW_VERSION
-from .settings import PREDICTORS_OFF, PREDICTORS_ON
+from .settings import PREDICTORS_OFF, PREDICTORS_ON, Settings
 
 
 def baselines(data: bytes) -> dict[str, int]:
@@ -260,9 +261,9 @@ def _header(cfg: dict) -> dict:
     """The header fields a configuration's files carry."""
     from .api import settings_for
 
-    engine = cfg.get("engine", "llama")
-    own = {k: v for k, v in cfg.items() if k not in ("engine", "model", "threads", "format", "device", "gpus")}
-    return settings_for(engine, **own).header_fields()
+    names = {f.name for f in fields(Settings)}  # the rest (engine, model, device...) are not stored
+    own = {k: v for k, v in cfg.items() if k in names}
+    return settings_for(cfg.get("engine", "llama"), **own).header_fields()
 
 
 def _machine() -> str:

@@ -51,7 +51,7 @@ class Settings:
     online: int = 0  # ONLINE_VERSION when any predictor is on (set by validate)
     # reflow.VERSION: the encoder may code hard-wrapped chunks unwrapped (reflow.py); 0: never
     reflow: int = REFLOW_VERSION
-    # context bias head (predictors/online.py): on by default, -0.4% on alice29 (README)
+    # context bias head (predictors/online.py): on by default, -0.3% on alice29 (README)
     ctx_bias: int = 10000
 
     def __post_init__(self) -> None:
