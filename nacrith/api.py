@@ -14,7 +14,7 @@ from .segments import all_text
 from .modelfile import model_sha256, resolve_model
 from .predictors.llama import LlamaModel, engine_profile
 from .predictors.online import MAX_SKIP
-from .settings import SCHEDULES, TORCH_DEFAULTS, Settings
+from .settings import INT_DEFAULTS, SCHEDULES, TORCH_DEFAULTS, Settings
 
 Progress = Callable[[int, float], None]
 
@@ -26,8 +26,8 @@ class LoadedModel:
     path: str
     sha256: str
     profile: str
-    model: LlamaModel  # llama.cpp: the model; torch engine: the tokenizer only
-    torch: object = None  # gpu.engine.TorchEngine for settings.engine == "torch"
+    model: LlamaModel  # llama.cpp: the model; the other engines: the tokenizer only
+    engine: object = None  # gpu.engine.TorchEngine or engines.integer.IntEngine
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -49,6 +49,8 @@ def load_model(
     st = p.stat()
     if settings.engine == "torch":
         key = (str(p), st.st_size, st.st_mtime_ns, "torch", device, gpus)
+    elif settings.engine == "int":
+        key = (str(p), st.st_size, st.st_mtime_ns, "int", threads)
     else:
         # with the LLM skip a lane may bring up to MAX_SKIP + 1 tokens to one batch
         batch = settings.lanes * (MAX_SKIP + 1) if settings.skip else None
@@ -62,6 +64,14 @@ def load_model(
 
             m = LlamaModel(str(p), n_ctx=16, vocab_only=True)
             eng = TorchEngine(str(p), device, gpus)
+            lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
+        elif settings.engine == "int":
+            from .engines.integer.coding import IntEngine
+
+            m = LlamaModel(str(p), n_ctx=16, vocab_only=True)
+            eng = IntEngine(str(p), threads)
+            if eng.w.n_vocab != m.n_vocab:
+                raise ModelMismatchError("the model's tokenizer and its embedding disagree on the vocabulary size")
             lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
         else:
             m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads, n_batch=batch)
@@ -79,6 +89,8 @@ def settings_for(engine: str = "llama", **settings) -> Settings:
     given = {k: v for k, v in settings.items() if v is not None}
     if engine == "torch":
         given = {**asdict(TORCH_DEFAULTS), **given}
+    elif engine == "int":
+        given = {**asdict(INT_DEFAULTS), **given}
     given["schedule"] = SCHEDULES[engine]
     return Settings(**given).validate()
 
@@ -184,6 +196,11 @@ class Decompressor:
             path = resolve_model(self.model_path)
             check_model_digest(header, path)
             lm = load_model(path, settings, self.threads, self.device, self.gpus)
+            if settings.engine == "int" and header.profile != lm.profile:
+                raise ModelMismatchError(
+                    f"the file was made by '{header.profile}', this nacrith runs '{lm.profile}' "
+                    "(another version of the integer arithmetic); decode it with that version"
+                )
             if settings.engine == "torch" and header.profile != lm.profile:
                 # GPU kernels are only bit-stable on the same hardware and software;
                 # decoding elsewhere would fail at best, so it is not attempted.

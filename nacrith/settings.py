@@ -13,9 +13,14 @@ from .reflow import VERSION as REFLOW_VERSION, VERSIONS as REFLOW_VERSIONS
 # 1: llama.cpp, lanes in lockstep taking chunks as they free up, one token per
 #    lane per batch, the KV cache shifted natively; range coder.
 # 2: torch, fixed groups of `lanes` chunks started together (gpu/lanes.py); rANS.
+# 3: the integer engine (engines/integer): exact integer arithmetic, so chunks are
+#    independent of how they are batched; the encoder evaluates whole runs, the
+#    decoder any number of lanes; rANS. `lanes` is not stored: it changes nothing.
 SCHEDULE_LOCKSTEP = 1
 SCHEDULE_GROUPS = 2
-SCHEDULES = {"llama": SCHEDULE_LOCKSTEP, "torch": SCHEDULE_GROUPS}
+SCHEDULE_INT = 3
+SCHEDULES = {"llama": SCHEDULE_LOCKSTEP, "torch": SCHEDULE_GROUPS, "int": SCHEDULE_INT}
+ENGINES = {v: k for k, v in SCHEDULES.items()}
 MAX_CACHE_CELLS = 65536
 # Settings added later, and their value in files written before them.
 OPTIONAL = {"chunk_tokens": 0, "bias_lr": 0, "ngram": 0, "match_min": 0, "table_bits": 16, "sse_rate": 0,
@@ -99,7 +104,7 @@ class Settings:
             if self.context * self.lanes > MAX_GROUP_CELLS:
                 raise ValueError(f"context * lanes must be at most {MAX_GROUP_CELLS} for the torch engine")
             return self
-        if self.schedule != SCHEDULE_LOCKSTEP:
+        if self.schedule not in (SCHEDULE_LOCKSTEP, SCHEDULE_INT):
             raise ValueError(f"unknown schedule {self.schedule}")
         if not 1 <= self.lanes <= 256:
             raise ValueError("lanes must be between 1 and 256")
@@ -111,13 +116,15 @@ class Settings:
 
     @property
     def engine(self) -> str:
-        return "torch" if self.schedule == SCHEDULE_GROUPS else "llama"
+        return ENGINES[self.schedule]
 
     def header_fields(self) -> dict[str, int]:
         out = asdict(self)
         for name, default in OPTIONAL.items():
             if out[name] == default:
                 del out[name]  # files without it read the same as before it existed
+        if self.schedule == SCHEDULE_INT:
+            del out["lanes"]  # how many lanes decode together changes no integer
         out["precision"] = PRECISION
         out["logit_bits"] = LOGIT_BITS
         return out
@@ -135,6 +142,10 @@ class Settings:
             if values.get(key) != want:
                 raise CorruptDataError(f"unsupported {key} {values.get(key)} (this nacrith uses {want})")
         values = {**OPTIONAL, **values}
+        if values.get("schedule") == SCHEDULE_INT:
+            if "lanes" in values:
+                raise CorruptDataError("integer-engine frames do not store lanes")
+            values["lanes"] = INT_DEFAULTS.lanes  # the decoder's own choice; any value decodes
         missing = names - set(values)
         if missing:
             raise CorruptDataError(f"header lacks settings {sorted(missing)}")
@@ -154,6 +165,9 @@ TORCH_DEFAULTS = Settings(
     context=512, slide=128, chunk_bytes=8192, chunk_tokens=2048, lanes=1024, schedule=SCHEDULE_GROUPS,
     bias_lr=0, ctx_bias=0,
 )
+
+# The integer engine's defaults: those of llama.cpp (its bitstream is as good, see README).
+INT_DEFAULTS = Settings(schedule=SCHEDULE_INT)
 
 # The online predictors all off, and the values the ablation turns on (chosen by
 # benchmarks/replay.py on alice29.txt; see README "Online predictors").

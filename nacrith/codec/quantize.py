@@ -209,3 +209,18 @@ def table_torch(device):
     import torch
 
     return torch.as_tensor(EXP2_TABLE, device=device)
+
+
+def lookup_numpy(f: np.ndarray, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, freq) of `symbols` ([N]) under integer frequency rows f ([N, V])."""
+    below = np.arange(f.shape[-1])[None, :] < symbols[:, None]
+    return np.where(below, f, 0).sum(axis=-1), f[np.arange(f.shape[0]), symbols]
+
+
+def search_numpy(f: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The symbol whose interval holds each slot, with its (start, freq)."""
+    cdf = np.cumsum(f, axis=-1)
+    sym = np.minimum((cdf <= slots[:, None]).sum(axis=-1), f.shape[-1] - 1)
+    rows = np.arange(f.shape[0])
+    freq = f[rows, sym]
+    return sym, cdf[rows, sym] - freq, freq

@@ -94,3 +94,31 @@ def advance_torch(x, ptr, words, slot, start, freq, active):
     w = words.gather(1, ptr.clamp(max=words.shape[1] - 1).unsqueeze(1)).squeeze(1)
     x.copy_(torch.where(need, (y << 32) | w, torch.where(active, y, x)))
     ptr.add_(need.to(ptr.dtype))
+
+
+class LaneDecoder:
+    """One lane's rANS decoder on the CPU (the same stream as encode_lanes writes)."""
+
+    def __init__(self, payload: bytes, chunk: int = 0):
+        if len(payload) % 4 or len(payload) < 8:
+            raise CorruptDataError(f"chunk {chunk}: coded length {len(payload)} is not a valid rANS stream")
+        self.words = np.frombuffer(payload, dtype="<u4").tolist()
+        self.x = (self.words[0] << 32) | self.words[1]
+        self.ptr = 2
+        self.chunk = chunk
+
+    def slot(self) -> int:
+        return self.x & MASK
+
+    def advance(self, slot: int, start: int, freq: int) -> None:
+        x = freq * (self.x >> PRECISION) + slot - start
+        if x < LOW:
+            if self.ptr >= len(self.words):
+                raise CorruptDataError(f"chunk {self.chunk}: the coded stream ends early (damaged data)")
+            x = (x << 32) | self.words[self.ptr]
+            self.ptr += 1
+        self.x = x
+
+    def finish(self) -> None:
+        if self.x != LOW or self.ptr != len(self.words):
+            raise CorruptDataError(f"chunk {self.chunk}: the coded stream does not end where it should (damaged data)")

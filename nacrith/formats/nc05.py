@@ -183,7 +183,9 @@ def encode_llm(lm, settings: Settings, token_lists: list[list[int]], progress=No
                 toks = [token_lists[i] for i in part]
                 progress(sum(map(len, toks)), sum(result[1]), _n_bytes(lm.model, toks))
 
-        return lm.torch.encode(settings, lm.model.bos, token_lists, done)[0]
+        return lm.engine.encode(settings, lm.model.bos, token_lists, done)[0]
+    if settings.engine == "int":
+        return lm.engine.encode(settings, lm.model.bos, token_lists, progress)[0]
     encoders = [Encoder() for _ in token_lists]
 
     def step(ci, ti, freqs):
@@ -269,6 +271,17 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
     if settings.engine == "torch":
         return _decode_torch(lm, settings, entries, payloads, unwrapped, progress)
     pieces = lm.model.pieces()
+    if settings.engine == "int":
+        out_len = [0] * len(entries)
+
+        def check(ci, tok):
+            out_len[ci] += len(pieces[tok])
+            if out_len[ci] > entries[ci].raw_len:
+                raise CorruptDataError(f"chunk {ci}: decoded data is longer than recorded")
+
+        counts = [e.n_tokens for e in entries]
+        tokens = lm.engine.decode(settings, lm.model.bos, counts, payloads, progress, check)
+        return _finish(lm, settings, entries, tokens, unwrapped)
     n_vocab = len(pieces)
     decoders = [Decoder(p) for p in payloads]
     out_tokens: list[list[int]] = [[] for _ in entries]
@@ -306,7 +319,7 @@ def _decode_torch(lm, settings: Settings, entries, payloads, unwrapped, progress
             progress(sum(map(len, result)), 0.0, _n_bytes(lm.model, result))
 
     counts = [e.n_tokens for e in entries]
-    tokens = lm.torch.decode(settings, lm.model.bos, counts, payloads, done)
+    tokens = lm.engine.decode(settings, lm.model.bos, counts, payloads, done)
     return _finish(lm, settings, entries, tokens, unwrapped)
 
 

@@ -422,7 +422,10 @@ class Online:
 
 
 def _fixed(logits):
-    """floor(x * 2**16) as int64 (exact in float32)."""
+    """floor(x * 2**16) as int64 (exact in float32); integer logits (the integer
+    engine's, already in units of 2**-16 nats) pass through."""
+    if isinstance(logits, np.ndarray) and logits.dtype == np.int64:
+        return logits
     if isinstance(logits, np.ndarray):
         x = np.asarray(logits, dtype=np.float32)
         if not np.all(np.isfinite(x)):
@@ -430,4 +433,6 @@ def _fixed(logits):
         return np.floor(x * np.float32(1 << LOGIT_BITS)).astype(np.int64)
     import torch
 
+    if logits.dtype == torch.int64:
+        return logits
     return torch.floor(logits.float() * float(1 << LOGIT_BITS)).to(torch.int64)

@@ -1,0 +1,223 @@
+"""The integer engine as the formats see it: token lists <-> rANS payloads.
+
+Encoder: every token is known, so each lane (one chunk) is evaluated in runs of
+up to `block` inputs per call, the runs of all lanes in one call; the online
+predictors then step through the lanes' tokens together. Decoder: lanes advance
+in lockstep, one token each per call, each with its own rANS state. Because the
+integer model gives the same logits for any split into calls and any lane count
+(forward.py), both sides compute the same frequencies; neither `lanes` nor
+`block` nor the thread count is stored in the file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ...codec import rans
+from ...codec.quantize import EXP2_TABLE, PRECISION, lookup_numpy, search_numpy
+from ...errors import CorruptDataError, UnsupportedInputError
+from ...predictors.online import Online, freqs_fixed
+from ...predictors.xp import NumpyOps
+from . import spec, weights
+from .lanes import Lanes
+
+_WEIGHTS: dict[tuple, object] = {}
+_LOGIT_ROWS = 128  # logits rows held at once (393 KB each for SmolLM2)
+
+
+def load_weights(path: str):
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    w = _WEIGHTS.get(key)
+    if w is None:
+        _WEIGHTS.clear()  # one model at a time: they are large
+        w = _WEIGHTS[key] = weights.load(path)
+    return w
+
+
+def profile(w) -> str:
+    """What goes in the header in place of a machine profile: the arithmetic's version
+    and the digest of its tables (any machine with both computes the same integers)."""
+    return f"nacrith-int {spec.VERSION} {w.digest[:16]}"
+
+
+def make_backend(w, lanes: int, context: int, backend: str = "native", threads=None, device=None):
+    if backend == "native":
+        from . import native
+
+        if native.library() is not None:
+            return native.Native(w, lanes, context, threads)
+        backend = "numpy"  # the C kernels were not built: the same integers, slowly
+    if backend == "numpy":
+        from .reference import Reference
+
+        return Reference(w, lanes, context)
+    if backend == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(w, lanes, context, device or "cpu")
+    raise ValueError(f"unknown integer-engine backend {backend!r}")
+
+
+def _to_numpy(x):
+    return x if isinstance(x, np.ndarray) else x.cpu().numpy()
+
+
+class IntEngine:
+    name = "int"
+
+    def __init__(self, path: str, threads: int | None = None, backend: str = "native", device=None,
+                 lanes: int | None = None, block: int = 64):
+        self.path = str(path)
+        self.w = load_weights(self.path)
+        self.profile = profile(self.w)
+        self.threads, self.backend, self.device = threads, backend, device
+        self.lanes = lanes  # None: the settings' lanes
+        self.block = block
+        self._state = None  # (key, Lanes)
+        self.ops = NumpyOps()
+        self.table = EXP2_TABLE
+
+    def _lanes(self, n: int, settings) -> Lanes:
+        key = (n, settings.context, settings.slide)
+        if self._state is None or self._state[0] != key:
+            self._state = None  # free the old cache first
+            be = make_backend(self.w, n, settings.context, self.backend, self.threads, self.device)
+            self._state = (key, Lanes(self.w, be, n, settings.context, settings.slide))
+        return self._state[1]
+
+    def _width(self, settings, n_chunks: int) -> int:
+        return max(1, min(self.lanes or settings.lanes, n_chunks))
+
+    def _predictor(self, settings, lanes: int, cap: int):
+        cfg = settings.predictors
+        if cfg.skip:
+            raise UnsupportedInputError("the LLM skip runs on the llama.cpp engine only")
+        return Online(cfg, lanes, self.w.n_vocab, cap=cap) if cfg.any else None
+
+    # -- encoder ------------------------------------------------------------------------
+
+    def encode(self, settings, bos: int, token_lists, progress=None):
+        """(payloads, bits) for every chunk: rANS streams of the tokens under the model."""
+        n = len(token_lists)
+        if n == 0:
+            return [], []
+        width = self._width(settings, n)
+        L = self._lanes(width, settings)
+        pred = self._predictor(settings, width, max(map(len, token_lists)) + 1)
+        starts = [np.zeros(len(t), np.int64) for t in token_lists]
+        freqs = [np.ones(len(t), np.int64) for t in token_lists]
+        queue = list(range(n))[::-1]
+        chunk = [None] * width  # chunk of each lane
+        done = [0] * width  # inputs evaluated in the lane's chunk
+        while queue or any(c is not None for c in chunk):
+            for s in range(width):
+                if chunk[s] is None and queue:
+                    chunk[s], done[s] = queue.pop(), 0
+                    L.reset(s)
+                    if pred is not None:
+                        pred.reset(np.array([s]))
+            active = [s for s in range(width) if chunk[s] is not None]
+            runs = []
+            for s in active:
+                toks = token_lists[chunk[s]]
+                L.make_room(s)
+                k = min(L.room(s), self.block, len(toks) - done[s])
+                inputs = ([bos] + toks[:-1])[done[s] : done[s] + k]
+                runs.append(inputs)
+            a, e = L.run(active, runs, logits=False)
+            a, e = _to_numpy(a), _to_numpy(e)
+            offs = np.cumsum([0] + [len(r) for r in runs])
+            # (step, lane index) in step order: the predictors see each lane's tokens in turn
+            order = [(i, j) for i in range(max(map(len, runs))) for j in range(len(active)) if len(runs[j]) > i]
+            tokens, bits = 0, 0.0
+            for p0 in range(0, len(order), _LOGIT_ROWS):
+                piece = order[p0 : p0 + _LOGIT_ROWS]
+                rows = np.array([offs[j] + i for i, j in piece])
+                z = _to_numpy(L.be.logits(a[rows], e[rows]))
+                lane = np.array([active[j] for _, j in piece])
+                pos = np.array([done[active[j]] + i for i, j in piece])
+                tgt = np.array([token_lists[chunk[active[j]]][done[active[j]] + i] for i, j in piece], np.int64)
+                if pred is None:
+                    f = freqs_fixed(self.ops, z, self.table)
+                else:
+                    f = np.empty_like(z)
+                    steps = [i for i, _ in piece]
+                    for i in sorted(set(steps)):
+                        sel = np.array([r for r, st_ in enumerate(steps) if st_ == i])
+                        pred.cheap(lane[sel])
+                        f[sel] = pred.freqs(z[sel], lane[sel])
+                        pred.update(tgt[sel], lane[sel])
+                st, fr = lookup_numpy(f, tgt)
+                for r in range(len(piece)):
+                    c = chunk[lane[r]]
+                    starts[c][pos[r]], freqs[c][pos[r]] = st[r], fr[r]
+                tokens += len(piece)
+                bits += float((PRECISION - np.log2(fr)).sum())
+            for j, s in enumerate(active):
+                done[s] += len(runs[j])
+                if done[s] == len(token_lists[chunk[s]]):
+                    chunk[s] = None
+            if progress is not None:
+                progress(tokens, bits, 0)
+        payloads = [rans.encode_lanes(st[:, None], fr[:, None], [len(st)])[0] for st, fr in zip(starts, freqs)]
+        costs = [float((PRECISION - np.log2(fr)).sum()) for fr in freqs]
+        return payloads, costs
+
+    # -- decoder ------------------------------------------------------------------------
+
+    def decode(self, settings, bos: int, counts, payloads, progress=None, check=None):
+        """Token lists from rANS payloads. `check(chunk, token)` may raise to stop early."""
+        n = len(counts)
+        if n == 0:
+            return []
+        width = self._width(settings, n)
+        L = self._lanes(width, settings)
+        pred = self._predictor(settings, width, max(counts) + 1)
+        out = [[] for _ in range(n)]
+        queue = list(range(n))[::-1]
+        chunk = [None] * width
+        dec = [None] * width
+        last = [bos] * width
+        while queue or any(c is not None for c in chunk):
+            for s in range(width):
+                while chunk[s] is None and queue:
+                    c = queue.pop()
+                    if counts[c] == 0:
+                        rans.LaneDecoder(payloads[c], c).finish()
+                        continue
+                    chunk[s], dec[s], last[s] = c, rans.LaneDecoder(payloads[c], c), bos
+                    L.reset(s)
+                    if pred is not None:
+                        pred.reset(np.array([s]))
+            active = [s for s in range(width) if chunk[s] is not None]
+            if not active:
+                break
+            for s in active:
+                L.make_room(s)
+            z = _to_numpy(L.run(active, [[last[s]] for s in active]))
+            lanes = np.array(active)
+            if pred is None:
+                f = freqs_fixed(self.ops, z, self.table)
+            else:
+                pred.cheap(lanes)
+                f = pred.freqs(z, lanes)
+            slots = np.array([dec[s].slot() for s in active], np.int64)
+            sym, st, fr = search_numpy(f, slots)
+            if pred is not None:
+                pred.update(sym, lanes)
+            for j, s in enumerate(active):
+                c, tok = chunk[s], int(sym[j])
+                dec[s].advance(int(slots[j]), int(st[j]), int(fr[j]))
+                out[c].append(tok)
+                if check is not None:
+                    check(c, tok)
+                last[s] = tok
+                if len(out[c]) == counts[c]:
+                    dec[s].finish()
+                    chunk[s] = None
+            if progress is not None:
+                progress(len(active), 0.0, 0)
+        return out
