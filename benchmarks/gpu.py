@@ -82,7 +82,7 @@ def one_file(args) -> list[dict]:
         # Warm-up: every worker loads the model, compiles the kernels for this lane
         # count and captures its graphs; reported apart as the cold start.
         t0 = time.perf_counter()
-        comp.lm.torch.warm_up(comp.settings, comp.lm.model.bos)
+        comp.lm.engine.warm_up(comp.settings, comp.lm.model.bos)
         head = data[:2048]
         if dec.decompress(comp.compress(head)) != head:
             raise SystemExit("warm-up round trip FAILED")
@@ -111,7 +111,7 @@ def one_file(args) -> list[dict]:
         back = dec.decompress(blob)
         t_d = time.perf_counter() - t0
         ok = back == data
-        comp.lm.torch.close()
+        comp.lm.engine.close()
         mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
         row = dict(
             file=os.path.basename(args.file), raw=len(data), compressed=len(blob),

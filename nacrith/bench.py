@@ -121,7 +121,7 @@ def run_one(path: str, config: dict) -> dict:
     warm = 0.0
     if c.settings.engine == "torch":  # compile and capture before the clock starts
         t = time.perf_counter()
-        c.lm.torch.warm_up(c.settings, c.lm.model.bos)
+        c.lm.engine.warm_up(c.settings, c.lm.model.bos)
         warm = time.perf_counter() - t
     lanes.COUNTS.reset()
     t0 = time.perf_counter()

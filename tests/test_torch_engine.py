@@ -168,7 +168,7 @@ def test_workers_give_the_same_bytes(text, model_path):
         with pytest.raises(CorruptDataError):
             dec.decompress(container.write_frame(h, bad))
     finally:
-        two.lm.torch.close()
+        two.lm.engine.close()
         api._CACHE.clear()
 
 
@@ -204,7 +204,7 @@ def test_warm_up_on_every_worker(model_path):
     st = Settings(schedule=SCHEDULE_GROUPS, context=32, slide=8, lanes=2).validate()
     lm = api.load_model(model_path, st, device=DEVICE, gpus=2)
     try:
-        lm.torch.warm_up(st, lm.model.bos)  # returns only once both workers ran it
+        lm.engine.warm_up(st, lm.model.bos)  # returns only once both workers ran it
     finally:
-        lm.torch.close()
+        lm.engine.close()
         api._CACHE.clear()

@@ -90,6 +90,13 @@ class Panel:
         self.c = _QMat(N, k, _ptr(self.qp), _ptr(self.dp), _ptr(self.mp))
 
 
+def panels(w) -> list[Panel]:
+    """The kernels' layout of every linear weight, made once per loaded model."""
+    if getattr(w, "_panels", None) is None:
+        w._panels = [Panel(bw) for bw in w.linears()]
+    return w._panels
+
+
 class Native:
     """The forward of native.c over a KVCache; same interface as reference.Reference."""
 
@@ -102,7 +109,7 @@ class Native:
         self.ops = NumpyOps()
         self.threads = max(1, threads or len(os.sched_getaffinity(0)))
         self.cache = KVCache(w, lanes, context)
-        self.panels = [Panel(bw) for bw in w.linears()]
+        self.panels = panels(w)
         self._mats = (_QMat * len(self.panels))(*[p.c for p in self.panels])
         gam = [g for ly in w.layers for g in (ly.attn_norm, ly.ffn_norm)] + [w.out_norm]
         self._gamma = np.ascontiguousarray(np.concatenate(gam).astype(np.int64))

@@ -249,6 +249,8 @@ def _check(w: IntWeights) -> None:
             raise UnsupportedInputError(f"the model's {name} weight has shape {got}, expected {want}")
     if w.ffn % BLOCK:
         raise UnsupportedInputError("the model's feed-forward width is not a multiple of 32")
+    if w.dim > 2048:  # RMSNorm's sum of squares: dim * 2**(2 * NORM_BITS) must stay below 2**63
+        raise UnsupportedInputError("the integer engine supports models of width up to 2048")
     act = 1 << (spec.ACT_BITS - 1)
     for lw in w.linears():
         if lw.row_bound() * act >= spec.EXACT:
