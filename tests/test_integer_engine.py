@@ -230,3 +230,42 @@ def test_lane_count_and_run_length_change_no_byte(model_path, tokens, chunks, pr
     for lanes in (1, 7, 64):
         eng = IntEngine(str(model_path), lanes=lanes)
         assert eng.decode(st, bos, [len(c) for c in chunks], first) == chunks
+
+
+# -- golden files: made once, decoded and reproduced byte for byte on every machine ------------
+
+
+def _golden(name: str) -> bytes:
+    from pathlib import Path
+
+    return (Path(__file__).parent / "data" / name).read_bytes()
+
+
+def test_golden_files_decode_on_any_machine(model_path):
+    import nacrith
+
+    from make_golden import golden06_input
+
+    assert nacrith.decompress(_golden("golden-int.nc"), model=model_path) == _golden("golden.txt")
+    assert nacrith.decompress(_golden("golden-int06.nc"), model=model_path) == golden06_input()
+
+
+@pytest.mark.parametrize("backend", ["native", "numpy", "torch"])
+def test_golden_files_are_reproduced_byte_for_byte(model_path, backend):
+    from make_golden import INT, golden06_input
+
+    from nacrith.api import load_model, settings_for
+    from nacrith.formats import nc05, nc06
+
+    if backend == "native" and native.library() is None:
+        pytest.skip("the C kernels are not built")
+    st = settings_for(**INT)
+    lm = load_model(model_path, st)
+    eng = lm.engine
+    saved = eng.backend, eng.device
+    try:
+        eng.backend, eng.device, eng._state = backend, DEVICE, None
+        assert nc05.encode_frame(lm, st, _golden("golden.txt")) == _golden("golden-int.nc")
+        assert nc06.encode_frame(lm, st, golden06_input(), choose_smaller=False) == _golden("golden-int06.nc")
+    finally:
+        (eng.backend, eng.device), eng._state = saved, None

@@ -25,6 +25,7 @@ WORDS = tuple(w for f in _FEATURES for w in (f + ",", f)) + (
     "llama.cpp ", " x86_64 ", " aarch64 ", " arm64 ", " fa", "torch ", "+cu", "+cpu",
     " cuda ", " cpu ", "NVIDIA ", " float16 graphs", " float32 threads ", "DEFAULT",
     "H100 80GB HBM3", "H200", " sm_", "GeForce RTX ",
+    "nacrith-int ",
 )
 assert len(WORDS) <= 128 and len(set(WORDS)) == len(WORDS)
 _BY_LENGTH = sorted(range(len(WORDS)), key=lambda i: (-len(WORDS[i]), i))

@@ -73,6 +73,11 @@ class IntEngine:
         self.path = str(path)
         self.w = load_weights(self.path)
         self.profile = profile(self.w)
+        if backend == "native":
+            from . import native
+
+            if native.library() is not None:
+                native.panels(self.w)  # the kernels' weight layout, made now rather than in the first call
         self.threads, self.backend, self.device = threads, backend, device
         self.lanes = lanes  # None: the settings' lanes
         self.block = block
@@ -128,7 +133,6 @@ class IntEngine:
                 inputs = ([bos] + toks[:-1])[done[s] : done[s] + k]
                 runs.append(inputs)
             a, e = L.run(active, runs, logits=False)
-            a, e = _to_numpy(a), _to_numpy(e)
             offs = np.cumsum([0] + [len(r) for r in runs])
             # (step, lane index) in step order: the predictors see each lane's tokens in turn
             order = [(i, j) for i in range(max(map(len, runs))) for j in range(len(active)) if len(runs[j]) > i]
@@ -136,7 +140,8 @@ class IntEngine:
             for p0 in range(0, len(order), _LOGIT_ROWS):
                 piece = order[p0 : p0 + _LOGIT_ROWS]
                 rows = np.array([offs[j] + i for i, j in piece])
-                z = _to_numpy(L.be.logits(a[rows], e[rows]))
+                idx = L.o.asarray(rows)
+                z = _to_numpy(L.be.logits(a[idx], e[idx]))
                 lane = np.array([active[j] for _, j in piece])
                 pos = np.array([done[active[j]] + i for i, j in piece])
                 tgt = np.array([token_lists[chunk[active[j]]][done[active[j]] + i] for i, j in piece], np.int64)
