@@ -36,8 +36,8 @@ def sweep(args) -> list[dict]:
     import numpy as np
     import torch
 
-    from nacrith.gpu.engine import _model
-    from nacrith.gpu.lanes import GroupRunner
+    from nacrith.engines.torch_float.groups import GroupRunner
+    from nacrith.engines.torch_float.workers import _model
     from nacrith.modelfile import resolve_model
     from nacrith.settings import SCHEDULE_GROUPS, Settings
 
@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/gpu")
     args = ap.parse_args()
     if args.device is None:
-        from nacrith.gpu.engine import default_device
+        from nacrith.engines.torch_float.workers import default_device
 
         args.device = default_device()
     if args.what == "file":

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def dump(args) -> None:
     from nacrith.formats.nc05 import tokenize_exact
     from nacrith.modelfile import resolve_model
-    from nacrith.predictors.llama import LlamaModel
+    from nacrith.engines.llama_cpp.model import LlamaModel
 
     data = Path(args.file).read_bytes()
     if args.head:

@@ -31,7 +31,7 @@ def _fill(lm, tokens, start_pos: int = 0, batch: int = 512) -> None:
 
 
 def measure(model_path: str, text: bytes, context: int, slide: int, repeats: int) -> dict:
-    from nacrith.predictors.llama import LlamaModel
+    from nacrith.engines.llama_cpp.model import LlamaModel
 
     lm = LlamaModel(model_path, n_ctx=context, n_seq=1, n_batch=512)
     toks = [lm.bos] + lm.tokenize(text)[: context - 1]

@@ -12,7 +12,7 @@ from .codec import bytecodecs
 from .formats import container, nc05, nc06
 from .segments import all_text
 from .modelfile import model_sha256, resolve_model
-from .predictors.llama import LlamaModel, engine_profile
+from .engines.llama_cpp import LlamaEngine, LlamaModel
 from .predictors.online import MAX_SKIP
 from .settings import INT_DEFAULTS, SCHEDULES, TORCH_DEFAULTS, Settings
 
@@ -27,7 +27,7 @@ class LoadedModel:
     sha256: str
     profile: str
     model: LlamaModel  # llama.cpp: the model; the other engines: the tokenizer only
-    engine: object = None  # gpu.engine.TorchEngine or engines.integer.IntEngine
+    engine: object = None  # an engines.Engine: LlamaEngine, TorchEngine or IntEngine
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -60,24 +60,33 @@ def load_model(
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))  # freed once no compressor holds it
         if settings.engine == "torch":
-            from .gpu.engine import TorchEngine
+            from .engines.torch_float.workers import TorchEngine
 
             m = LlamaModel(str(p), n_ctx=16, vocab_only=True)
             eng = TorchEngine(str(p), device, gpus)
+            eng.piece_lens = _piece_lens(m)
             lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
         elif settings.engine == "int":
             from .engines.integer.coding import IntEngine
 
             m = LlamaModel(str(p), n_ctx=16, vocab_only=True)
             eng = IntEngine(str(p), threads)
+            eng.piece_lens = _piece_lens(m)
             if eng.w.n_vocab != m.n_vocab:
                 raise ModelMismatchError("the model's tokenizer and its embedding disagree on the vocabulary size")
             lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
         else:
             m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads, n_batch=batch)
-            lm = LoadedModel(str(p), model_sha256(p), engine_profile(m.n_threads), m)
+            eng = LlamaEngine(m)
+            lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
     _CACHE[key] = lm  # most recently used last
     return lm
+
+
+def _piece_lens(model):
+    import numpy as np
+
+    return np.array([len(p) for p in model.pieces()], dtype=np.int64)
 
 
 FORMATS = ("auto", "nc05", "nc06")

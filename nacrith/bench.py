@@ -106,7 +106,7 @@ def run_one(path: str, config: dict) -> dict:
     import resource
 
     import nacrith
-    from nacrith import engine as lanes
+    from nacrith.engines.llama_cpp import lanes
 
     data = Path(path).read_bytes()
     stats = {"tokens": 0, "bits": 0.0}

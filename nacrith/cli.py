@@ -485,7 +485,7 @@ def main_command(
 
 
 def _on_sigint(signum, frame):
-    from .engine import STOP
+    from .engines import STOP
 
     STOP.set()
     raise KeyboardInterrupt

@@ -37,7 +37,7 @@ def golden_here(name: str) -> bytes:
     from pathlib import Path
 
     from nacrith.formats import container
-    from nacrith.predictors.llama import _init_backend, engine_profile
+    from nacrith.engines.llama_cpp.model import _init_backend, engine_profile
 
     blob = (Path(__file__).parent / "data" / name).read_bytes()
     _init_backend()

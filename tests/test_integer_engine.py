@@ -27,7 +27,7 @@ def w(model_path):
 
 @pytest.fixture(scope="module")
 def tokens(model_path):
-    from nacrith.predictors.llama import LlamaModel
+    from nacrith.engines.llama_cpp.model import LlamaModel
 
     lm = LlamaModel(str(model_path), n_ctx=16, vocab_only=True)
     text = open(os.path.join(os.path.dirname(__file__), "data", "golden.txt"), "rb").read()
@@ -269,3 +269,45 @@ def test_golden_files_are_reproduced_byte_for_byte(model_path, backend):
         assert nc06.encode_frame(lm, st, golden06_input(), choose_smaller=False) == _golden("golden-int06.nc")
     finally:
         (eng.backend, eng.device), eng._state = saved, None
+
+
+@needs_native
+@pytest.mark.parametrize("heads", [dict(), dict(bias_lr=10000), dict(bias_lr=10000, ctx_bias=10000), dict(ctx_bias=65536)])
+def test_c_frequencies_and_bias_heads_equal_the_predictors(heads):
+    """native.code_rows against predictors/online.Online: the same (start, freq), the same
+    decoded symbols and the same learned biases, rows of three lanes interleaved."""
+    from nacrith.codec.quantize import EXP2_TABLE, freqs_fixed, lookup_numpy, search_numpy
+    from nacrith.predictors.online import Online, OnlineConfig
+    from nacrith.xp import NumpyOps
+
+    rng = np.random.default_rng(5)
+    V, lanes = 3000, 3
+    cfg = OnlineConfig(**heads)
+    ref = Online(cfg, lanes, V, cap=64) if cfg.any else None
+    mine = Online(cfg, lanes, V, cap=64) if cfg.any else None
+    for step in range(12):
+        lane = rng.permutation(lanes)[: rng.integers(1, lanes + 1)]
+        z = (rng.standard_normal((len(lane), V)) * rng.uniform(1, 9) * 65536).astype(np.int64)
+        z[:, : 3 + step] += 400000  # tokens that keep coming, for the heads to learn
+        tgt = rng.integers(0, 3 + step, len(lane))
+        decode = step % 2 == 1
+        if ref is None:
+            f = freqs_fixed(NumpyOps(), z, EXP2_TABLE)
+        else:
+            ref.cheap(lane)
+            f = ref.freqs(z, lane)
+        st, fr = lookup_numpy(f, tgt)
+        if decode:
+            slots = st + rng.integers(0, fr)
+            sym, st2, fr2 = search_numpy(f, slots)
+            assert (sym == tgt).all()
+            got = native.code_rows(z, lane, mine, slots=slots)
+            assert (got[0] == st2).all() and (got[1] == fr2).all() and (got[2] == tgt).all()
+        else:
+            got = native.code_rows(z, lane, mine, target=tgt)
+            assert (got[0] == st).all() and (got[1] == fr).all()
+        if ref is not None:
+            ref.update(tgt, lane)
+            for name in ("bias", "ctxb", "recent", "t"):
+                if getattr(ref, name) is not None:
+                    assert np.array_equal(getattr(ref, name), getattr(mine, name)), name

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 import nacrith
 from conftest import assert_same_bitstream, golden_here
-from nacrith import engine as lanes
+from nacrith.engines.llama_cpp import lanes
 from nacrith.codec.quantize import EXP2_TABLE, TOTAL, frequencies
 from nacrith.formats import container
 from nacrith.predictors.online import (
-    LOG2_TABLE, ONE, Online, OnlineConfig, _fixed, freqs_fixed, ilog2, squash,
+    LOG2_TABLE, ONE, Online, OnlineConfig, ilog2, squash,
 )
-from nacrith.predictors.xp import NumpyOps, TorchOps
+from nacrith.xp import NumpyOps, TorchOps
 from nacrith.settings import PREDICTORS_ON, Settings
 
 DATA = Path(__file__).parent / "data"
@@ -77,11 +77,26 @@ def test_lane_by_lane_calls_equal_all_lanes_at_once():
             p.update(toks[i, lane : lane + 1], ids)
 
 
-def test_fixed_point_frequencies_equal_the_quantiser():
+def test_the_integer_softmax_follows_its_definition():
+    """codec/quantize.py's steps, one row at a time in Python integers, against the
+    vectorised softmax on numpy and torch (the one copy every engine uses)."""
+    from nacrith.codec.quantize import LOG2E_FIX, MAX_SHIFT, TOTAL, fixed, freqs_fixed
+
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((5, 2000)) * 7).astype(np.float32)
-    x[0, :4] = x[0].max()
-    assert (freqs_fixed(NumpyOps(), _fixed(x), EXP2_TABLE) == frequencies(x)).all()
+    x[0, :4] = x[0].max()  # ties at the top
+    q = fixed(x)
+    for row, got in zip(q.tolist(), frequencies(x).tolist()):
+        top = max(row)
+        w = []
+        for v in row:
+            e = ((top - v) * LOG2E_FIX) >> 16
+            w.append(int(EXP2_TABLE[(e & 0xFFFF) >> 4]) >> min(e >> 16, MAX_SHIFT))
+        f = [1 + wi * (TOTAL - len(row)) // sum(w) for wi in w]
+        f[w.index(max(w))] += TOTAL - sum(f)
+        assert got == f
+    t = freqs_fixed(TorchOps("cpu"), torch.from_numpy(q), torch.from_numpy(EXP2_TABLE))
+    assert (t.numpy() == frequencies(x)).all()
 
 
 def test_log2_and_squash_tables():

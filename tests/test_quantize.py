@@ -55,7 +55,7 @@ def test_exp2_table_is_the_reference():
 
 def test_cost_within_half_percent_of_float_softmax(model_path):
     """On real text, integer coding cost stays within 0.5% of -log2 p of the float softmax."""
-    from nacrith.predictors.llama import LlamaModel
+    from nacrith.engines.llama_cpp.model import LlamaModel
 
     text = open(__file__.replace("test_quantize.py", "data/golden.txt"), "rb").read()
     m = LlamaModel(str(model_path), n_ctx=512, n_seq=1, n_batch=512)

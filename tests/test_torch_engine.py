@@ -83,8 +83,8 @@ def test_rans_round_trip(lanes):
 def test_model_close_to_llama_cpp(model_path):
     """Same weights, other arithmetic: the coding cost of real text (with a window
     slide) agrees with llama.cpp's within 2%."""
-    from nacrith.gpu.engine import _model
-    from nacrith.predictors.llama import LlamaModel
+    from nacrith.engines.llama_cpp.model import LlamaModel
+    from nacrith.engines.torch_float.workers import _model
 
     lm = LlamaModel(str(model_path), n_ctx=32)
     tm = _model(str(model_path), DEVICE)
@@ -143,7 +143,7 @@ def test_damage_is_detected(text, model_path, where):
 
 def test_other_engine_profile_is_refused(text, model_path, monkeypatch):
     blob = nacrith.compress(text[:300], model=model_path, **SMALL)
-    from nacrith.gpu import engine
+    from nacrith.engines.torch_float import workers as engine
 
     api._CACHE.clear()
     monkeypatch.setattr(engine, "profile", lambda device: "torch 0.0 cuda 0 Some GPU sm_00 float16 graphs")

@@ -63,37 +63,51 @@ def table_digest() -> str:
     return _digest
 
 
-def _check_logits(logits: np.ndarray) -> None:
-    if not np.all(np.isfinite(logits)):
-        raise FloatingPointError("model produced non-finite logits")
+def fixed(logits):
+    """floor(x * 2**LOGIT_BITS) as int64 for float32/float16 logits (numpy or torch;
+    exact: a power-of-two scaling and a floor). int64 logits (the integer engine's,
+    already in these units) pass through. Non-finite logits are refused."""
+    if isinstance(logits, np.ndarray):
+        if logits.dtype == np.int64:
+            return logits
+        x = np.asarray(logits, dtype=np.float32)
+        if not np.all(np.isfinite(x)):
+            raise FloatingPointError("model produced non-finite logits")
+        return np.floor(x * np.float32(1 << LOGIT_BITS)).astype(np.int64)
+    import torch
+
+    if logits.dtype == torch.int64:
+        return logits
+    return torch.floor(logits.float() * float(1 << LOGIT_BITS)).to(torch.int64)
+
+
+def freqs_fixed(ops, q, table):
+    """The integer softmax: frequencies [N, V] summing to TOTAL, every one >= 1, from
+    fixed-point logits q [N, V] (units of 2**-LOGIT_BITS nats), on numpy or torch
+    (xp.NumpyOps / xp.TorchOps). The one copy every engine and predictor uses."""
+    d = ops.amax(q, -1) - q
+    e = (d * LOG2E_FIX) >> LOGIT_BITS
+    whole = ops.clip(e >> LOGIT_BITS, 0, MAX_SHIFT)
+    frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
+    w = table[frac] >> whole
+    vocab = q.shape[-1]
+    if vocab >= TOTAL:
+        raise ValueError("vocabulary too large for the coder precision")
+    f = 1 + ops.fdiv(w * (TOTAL - vocab), ops.rowsum(w))
+    rest = TOTAL - ops.rowsum(f)
+    # the remainder goes to the most probable token, the lowest index on ties
+    top = ops.argmax(w)
+    return f + ops.where(ops.arange(vocab)[None, :] == top[:, None], rest, 0)
 
 
 def frequencies(logits: np.ndarray) -> np.ndarray:
-    """Integer frequencies (int64, shape like logits) for one or more rows.
+    """Integer frequencies (int64, shape like logits) for one or more rows of float32
+    (or int64 fixed-point) logits. Each row sums to TOTAL and every entry is >= 1."""
+    from ..xp import NumpyOps
 
-    `logits` is float32 of shape (V,) or (N, V). Each row sums to TOTAL and
-    every entry is >= 1.
-    """
-    x = np.asarray(logits, dtype=np.float32)
-    _check_logits(x)
-    squeeze = x.ndim == 1
-    x = np.atleast_2d(x)
-    vocab = x.shape[-1]
-    if vocab >= TOTAL:
-        raise ValueError("vocabulary too large for the coder precision")
-    q = np.floor(x * np.float32(1 << LOGIT_BITS)).astype(np.int64)
-    d = q.max(axis=-1, keepdims=True) - q
-    e = (d * LOG2E_FIX) >> LOGIT_BITS
-    whole = np.minimum(e >> LOGIT_BITS, MAX_SHIFT)
-    frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
-    w = EXP2_TABLE[frac] >> whole
-    spare = TOTAL - vocab
-    s = w.sum(axis=-1, keepdims=True)
-    f = 1 + (w * spare) // s
-    rest = TOTAL - f.sum(axis=-1)
-    top = np.argmax(w, axis=-1)
-    rows = np.arange(x.shape[0])
-    f[rows, top] += rest
+    q = fixed(np.asarray(logits))
+    squeeze = q.ndim == 1
+    f = freqs_fixed(NumpyOps(), np.atleast_2d(q), EXP2_TABLE)
     return f[0] if squeeze else f
 
 
@@ -101,28 +115,13 @@ def frequencies_torch(logits):
     """The same integers as `frequencies`, computed with torch (any device)."""
     import torch
 
-    x = logits.to(torch.float32)
-    if not bool(torch.isfinite(x).all()):
+    from ..xp import TorchOps
+
+    if logits.dtype != torch.int64 and not bool(torch.isfinite(logits.float()).all()):
         raise FloatingPointError("model produced non-finite logits")
-    squeeze = x.dim() == 1
-    if squeeze:
-        x = x.unsqueeze(0)
-    vocab = x.shape[-1]
-    table = torch.as_tensor(EXP2_TABLE, device=x.device)
-    q = torch.floor(x * float(1 << LOGIT_BITS)).to(torch.int64)
-    d = q.max(dim=-1, keepdim=True).values - q
-    e = (d * LOG2E_FIX) >> LOGIT_BITS
-    whole = torch.clamp(e >> LOGIT_BITS, max=MAX_SHIFT)
-    frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
-    w = table[frac] >> whole
-    spare = TOTAL - vocab
-    s = w.sum(dim=-1, keepdim=True)
-    f = 1 + torch.div(w * spare, s, rounding_mode="floor")
-    rest = TOTAL - f.sum(dim=-1)
-    # torch.argmax does not promise the first index on ties; take it explicitly.
-    idx = torch.arange(vocab, device=x.device).expand_as(w)
-    top = torch.where(w == w.max(dim=-1, keepdim=True).values, idx, vocab).min(dim=-1).values
-    f[torch.arange(x.shape[0], device=x.device), top] += rest
+    q = fixed(logits)
+    squeeze = q.dim() == 1
+    f = freqs_fixed(TorchOps(q.device), q.unsqueeze(0) if squeeze else q, table_torch(q.device))
     return f[0] if squeeze else f
 
 
@@ -134,43 +133,14 @@ def cost_bits(freqs: np.ndarray, symbol: int) -> float:
 # -- row-wise lookups for the GPU lanes ----------------------------------------------
 # The same integers as `frequencies`, but only what the coder needs crosses back:
 # (start, freq) of a known symbol for the encoder, or the symbol whose interval
-# holds a slot for the decoder. Written with plain tensor ops so that torch.compile
-# may fuse them; integer ops give the same results fused or not.
-
-
-def _weights_torch(x, table):
-    import torch
-
-    q = torch.floor(x.float() * float(1 << LOGIT_BITS)).to(torch.int64)
-    d = q.amax(dim=-1, keepdim=True) - q
-    e = (d * LOG2E_FIX) >> LOGIT_BITS
-    whole = torch.clamp(e >> LOGIT_BITS, max=MAX_SHIFT)
-    frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
-    return table[frac] >> whole
-
-
-def _floor_div(num, den):
-    """num // den for non-negative int64 num < 2**62 and den > 0, without the GPU's
-    slow 64-bit division: a float64 estimate (off by at most one), then corrected."""
-    import torch
-
-    q = torch.floor(num.double() / den.double()).to(torch.int64)
-    r = num - q * den
-    return q - (r < 0).to(torch.int64) + (r >= den).to(torch.int64)
+# holds a slot for the decoder. Plain tensor ops, so that torch.compile may fuse
+# them; integer ops give the same results fused or not.
 
 
 def _freqs_torch(x, table):
-    """Frequencies and the index of the top token (lowest index among the largest weights)."""
-    import torch
+    from ..xp import TorchOps
 
-    w = _weights_torch(x, table)
-    vocab = x.shape[-1]
-    f = 1 + _floor_div(w * (TOTAL - vocab), w.sum(dim=-1, keepdim=True))
-    rest = TOTAL - f.sum(dim=-1, keepdim=True)
-    idx = torch.arange(vocab, device=x.device)
-    # the largest weight is always table[0] (the top logit has distance 0)
-    top = torch.where(w == int(EXP2_TABLE[0]), idx, vocab).amin(dim=-1, keepdim=True)
-    return f + torch.where(idx == top, rest, 0)
+    return freqs_fixed(TorchOps(x.device), fixed(x), table)
 
 
 def lookup_torch(logits, symbols, table):

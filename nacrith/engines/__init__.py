@@ -1,0 +1,43 @@
+"""The engines: what turns chunks of tokens into coded payloads and back.
+
+Every engine has one interface (Engine below), so the formats (NC05, NC06) hand
+any of them the same token lists and get back payloads, and the same integer
+quantiser (codec/quantize.freqs_fixed), online predictors (predictors/online.py)
+and coders sit behind all of them:
+
+- llama_cpp/: llama.cpp's float model on the CPU; lanes in lockstep, the KV cache
+  shifted natively; range coder (schedule 1). Files decode under the same engine
+  profile (build and CPU features).
+- torch_float/: the model in torch, fixed groups of lanes on a GPU, one or more GPU
+  workers; rANS (schedule 2). Files decode under the same GPU and software.
+- integer/: the model in exact integer arithmetic (numpy reference, C kernels,
+  torch); whole runs for the encoder, lockstep lanes for the decoder; rANS
+  (schedule 3). Files decode on any machine.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Protocol
+
+# Set by the CLI's SIGINT handler. KeyboardInterrupt raised while llama.cpp calls
+# back into Python (its log callback) is dropped by ctypes; this flag is not.
+STOP = threading.Event()
+
+# progress(tokens, bits, bytes) as chunks advance
+Progress = Callable[[int, float, int], None]
+# check(chunk, token) after each decoded token; raises to stop at the first bad chunk
+Check = Callable[[int, int], None]
+
+
+class Engine(Protocol):
+    name: str  # "llama", "torch" or "int": settings.SCHEDULES names it in the header
+    profile: str  # what, besides model and settings, decides the bits (stored in the header)
+
+    def encode(self, settings, bos: int, token_lists: list[list[int]],
+               progress: Progress | None = None) -> tuple[list[bytes], list[float]]:
+        """A payload per token list, and its ideal cost in bits."""
+
+    def decode(self, settings, bos: int, counts: list[int], payloads: list[bytes],
+               progress: Progress | None = None, check: Check | None = None) -> list[list[int]]:
+        """The token lists back; damaged data raises CorruptDataError."""

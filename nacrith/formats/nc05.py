@@ -12,8 +12,6 @@ import numpy as np
 
 from .. import reflow
 from ..chunking import split_chunks
-from ..codec.rangecoder import Decoder, Encoder
-from ..engine import run_lanes
 from ..errors import CorruptDataError, UnsupportedInputError
 from ..settings import Settings
 from .container import ENTRY_TEXT, KIND_TEXT, Entry, FrameHeader, content_digest, crc32, write_frame
@@ -175,26 +173,8 @@ def tokenize_any(model, data: bytes) -> list[int]:
 
 
 def encode_llm(lm, settings: Settings, token_lists: list[list[int]], progress=None) -> list[bytes]:
-    """Code each token list (one per chunk): range coder through the llama.cpp lanes,
-    or rANS through the torch engine's groups."""
-    if settings.engine == "torch":
-        def done(part, result):
-            if progress:
-                toks = [token_lists[i] for i in part]
-                progress(sum(map(len, toks)), sum(result[1]), _n_bytes(lm.model, toks))
-
-        return lm.engine.encode(settings, lm.model.bos, token_lists, done)[0]
-    if settings.engine == "int":
-        return lm.engine.encode(settings, lm.model.bos, token_lists, progress)[0]
-    encoders = [Encoder() for _ in token_lists]
-
-    def step(ci, ti, freqs):
-        tok = token_lists[ci][ti]
-        encoders[ci].encode(tok, freqs)
-        return tok
-
-    run_lanes(lm.model, settings, [len(t) for t in token_lists], step, progress)
-    return [e.finish() for e in encoders]
+    """Code each token list (one per chunk) with the settings' engine (engines/)."""
+    return lm.engine.encode(settings, lm.model.bos, token_lists, progress)[0]
 
 
 def unwrap(lm, settings: Settings, chunks: list[bytes], tokens: list[list[int]], any_bytes: bool = False):
@@ -268,58 +248,16 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
                 raise CorruptDataError(f"chunk {i} is unwrapped but the header's reflow setting is off")
             mode, flags, payloads[i] = reflow.unpack(payloads[i])
             unwrapped[i] = (mode, flags)
-    if settings.engine == "torch":
-        return _decode_torch(lm, settings, entries, payloads, unwrapped, progress)
     pieces = lm.model.pieces()
-    if settings.engine == "int":
-        out_len = [0] * len(entries)
-
-        def check(ci, tok):
-            out_len[ci] += len(pieces[tok])
-            if out_len[ci] > entries[ci].raw_len:
-                raise CorruptDataError(f"chunk {ci}: decoded data is longer than recorded")
-
-        counts = [e.n_tokens for e in entries]
-        tokens = lm.engine.decode(settings, lm.model.bos, counts, payloads, progress, check)
-        return _finish(lm, settings, entries, tokens, unwrapped)
-    n_vocab = len(pieces)
-    decoders = [Decoder(p) for p in payloads]
-    out_tokens: list[list[int]] = [[] for _ in entries]
     out_len = [0] * len(entries)
 
-    def step(ci, ti, freqs):
-        try:
-            tok = decoders[ci].decode(freqs)
-        except Exception as exc:  # constriction raises on exhausted or invalid data
-            raise CorruptDataError(f"chunk {ci}: coded data is damaged ({exc})") from None
-        if not 0 <= tok < n_vocab:
-            raise CorruptDataError(f"chunk {ci}: decoded an impossible token")
+    def check(ci, tok):
         out_len[ci] += len(pieces[tok])
         if out_len[ci] > entries[ci].raw_len:
             raise CorruptDataError(f"chunk {ci}: decoded data is longer than recorded")
-        out_tokens[ci].append(tok)
-        return tok
-
-    run_lanes(lm.model, settings, [e.n_tokens for e in entries], step, progress)
-    return _finish(lm, settings, entries, out_tokens, unwrapped)
-
-
-def _n_bytes(model, token_lists) -> int:
-    """Bytes the token lists stand for (vectorised: progress is reported per group)."""
-    lens = getattr(model, "_piece_lens", None)
-    if lens is None:
-        lens = model._piece_lens = np.array([len(p) for p in model.pieces()], dtype=np.int64)
-    flat = np.fromiter((t for ts in token_lists for t in ts), dtype=np.int64)
-    return int(lens[flat].sum())
-
-
-def _decode_torch(lm, settings: Settings, entries, payloads, unwrapped, progress=None) -> list[bytes]:
-    def done(part, result):
-        if progress:
-            progress(sum(map(len, result)), 0.0, _n_bytes(lm.model, result))
 
     counts = [e.n_tokens for e in entries]
-    tokens = lm.engine.decode(settings, lm.model.bos, counts, payloads, done)
+    tokens = lm.engine.decode(settings, lm.model.bos, counts, payloads, progress, check)
     return _finish(lm, settings, entries, tokens, unwrapped)
 
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec.quantize import EXP2_TABLE, LOG2E_FIX, LOGIT_BITS, MAX_SHIFT, TABLE_BITS, TOTAL, decimal_table
-from .xp import NumpyOps, rowmax
+from ..codec.quantize import EXP2_TABLE, MAX_SHIFT, TABLE_BITS, TOTAL, decimal_table, fixed, freqs_fixed
+from ..xp import NumpyOps
 
 ONE = 1 << 16  # Q16: bias in natural-log units, log-odds in bits, rates
 MAX_ORDER = 6
@@ -112,22 +112,6 @@ class OnlineConfig:
 
 
 # -- fixed-point helpers (any Ops) -------------------------------------------------------
-
-
-def freqs_fixed(ops, q, table):
-    """Integer frequencies from fixed-point logits q (Q16 nats); the same integers as
-    quantize.frequencies(x) when q = floor(x * 2**16)."""
-    d = rowmax(q) - q
-    e = (d * LOG2E_FIX) >> LOGIT_BITS
-    whole = ops.clip(e >> LOGIT_BITS, 0, MAX_SHIFT)
-    frac = (e & ((1 << LOGIT_BITS) - 1)) >> (LOGIT_BITS - TABLE_BITS)
-    w = table[frac] >> whole
-    vocab = q.shape[-1]
-    f = 1 + ops.fdiv(w * (TOTAL - vocab), ops.rowsum(w))
-    rest = TOTAL - ops.rowsum(f)
-    rows = ops.arange(q.shape[0])
-    f[rows, ops.argmax(w)] += rest[:, 0]
-    return f
 
 
 def ilog2(ops, x, log2_table):
@@ -299,7 +283,7 @@ class Online:
         rows = self._lanes(ids)
         n = rows.shape[0]
         r = ops.arange(n)
-        q = _fixed(logits)
+        q = fixed(logits)
         if self.bias is not None:
             q = q + self._rows(self.bias, ids)
         if self.ctxb is not None:
@@ -419,20 +403,3 @@ class Online:
         else:
             self.mlen[ids] = mlen
             self.ptr[ids] = ptr
-
-
-def _fixed(logits):
-    """floor(x * 2**16) as int64 (exact in float32); integer logits (the integer
-    engine's, already in units of 2**-16 nats) pass through."""
-    if isinstance(logits, np.ndarray) and logits.dtype == np.int64:
-        return logits
-    if isinstance(logits, np.ndarray):
-        x = np.asarray(logits, dtype=np.float32)
-        if not np.all(np.isfinite(x)):
-            raise FloatingPointError("model produced non-finite logits")
-        return np.floor(x * np.float32(1 << LOGIT_BITS)).astype(np.int64)
-    import torch
-
-    if logits.dtype == torch.int64:
-        return logits
-    return torch.floor(logits.float() * float(1 << LOGIT_BITS)).to(torch.int64)

@@ -18,8 +18,10 @@ import numpy as np
 from ...codec import rans
 from ...codec.quantize import EXP2_TABLE, PRECISION, lookup_numpy, search_numpy
 from ...errors import CorruptDataError, UnsupportedInputError
-from ...predictors.online import Online, freqs_fixed
-from ...predictors.xp import NumpyOps
+from ...codec.quantize import freqs_fixed
+from ...predictors.online import Online
+from ...xp import NumpyOps
+from .. import STOP
 from . import spec, weights
 from .lanes import Lanes
 
@@ -67,6 +69,7 @@ def _to_numpy(x):
 
 class IntEngine:
     name = "int"
+    piece_lens = None  # bytes of every token (set by api.load_model), for progress
 
     def __init__(self, path: str, threads: int | None = None, backend: str = "native", device=None,
                  lanes: int | None = None, block: int = 64):
@@ -93,6 +96,9 @@ class IntEngine:
             self._state = (key, Lanes(self.w, be, n, settings.context, settings.slide))
         return self._state[1]
 
+    def _bytes(self, tokens) -> int:
+        return 0 if self.piece_lens is None else int(self.piece_lens[np.asarray(tokens, np.int64)].sum())
+
     def _width(self, settings, n_chunks: int) -> int:
         return max(1, min(self.lanes or settings.lanes, n_chunks))
 
@@ -101,6 +107,36 @@ class IntEngine:
         if cfg.skip:
             raise UnsupportedInputError("the LLM skip runs on the llama.cpp engine only")
         return Online(cfg, lanes, self.w.n_vocab, cap=cap) if cfg.any else None
+
+    def _fast(self, settings) -> bool:
+        """Frequencies and bias heads in C (native.code_rows): the same integers as
+        predictors/online.py, for the predictors it covers (the bias heads, or none)."""
+        cfg = settings.predictors
+        if self.backend != "native" or cfg.ngram or cfg.match_min or cfg.sse_rate or cfg.skip:
+            return False
+        from . import native
+
+        return native.library() is not None
+
+    def _code(self, fast, pred, z, lanes, target=None, slots=None):
+        """(start, freq, symbol) of rows of logits, the predictors stepped and updated."""
+        if fast:
+            from . import native
+
+            return native.code_rows(z, lanes, pred, target, slots, self.threads or 1)
+        if pred is None:
+            f = freqs_fixed(self.ops, z, self.table)
+        else:
+            pred.cheap(lanes)
+            f = pred.freqs(z, lanes)
+        if target is not None:
+            st, fr = lookup_numpy(f, target)
+            sym = target
+        else:
+            sym, st, fr = search_numpy(f, slots)
+        if pred is not None:
+            pred.update(sym, lanes)
+        return st, fr, sym
 
     # -- encoder ------------------------------------------------------------------------
 
@@ -112,12 +148,15 @@ class IntEngine:
         width = self._width(settings, n)
         L = self._lanes(width, settings)
         pred = self._predictor(settings, width, max(map(len, token_lists)) + 1)
+        fast = self._fast(settings)
         starts = [np.zeros(len(t), np.int64) for t in token_lists]
         freqs = [np.ones(len(t), np.int64) for t in token_lists]
         queue = list(range(n))[::-1]
         chunk = [None] * width  # chunk of each lane
         done = [0] * width  # inputs evaluated in the lane's chunk
         while queue or any(c is not None for c in chunk):
+            if STOP.is_set():
+                raise KeyboardInterrupt
             for s in range(width):
                 if chunk[s] is None and queue:
                     chunk[s], done[s] = queue.pop(), 0
@@ -136,7 +175,7 @@ class IntEngine:
             offs = np.cumsum([0] + [len(r) for r in runs])
             # (step, lane index) in step order: the predictors see each lane's tokens in turn
             order = [(i, j) for i in range(max(map(len, runs))) for j in range(len(active)) if len(runs[j]) > i]
-            tokens, bits = 0, 0.0
+            tokens, bits, nbytes = 0, 0.0, 0
             for p0 in range(0, len(order), _LOGIT_ROWS):
                 piece = order[p0 : p0 + _LOGIT_ROWS]
                 rows = np.array([offs[j] + i for i, j in piece])
@@ -145,28 +184,26 @@ class IntEngine:
                 lane = np.array([active[j] for _, j in piece])
                 pos = np.array([done[active[j]] + i for i, j in piece])
                 tgt = np.array([token_lists[chunk[active[j]]][done[active[j]] + i] for i, j in piece], np.int64)
-                if pred is None:
-                    f = freqs_fixed(self.ops, z, self.table)
-                else:
-                    f = np.empty_like(z)
-                    steps = [i for i, _ in piece]
-                    for i in sorted(set(steps)):
-                        sel = np.array([r for r, st_ in enumerate(steps) if st_ == i])
-                        pred.cheap(lane[sel])
-                        f[sel] = pred.freqs(z[sel], lane[sel])
-                        pred.update(tgt[sel], lane[sel])
-                st, fr = lookup_numpy(f, tgt)
+                if fast or pred is None:
+                    st, fr, _ = self._code(fast, pred, z, lane, target=tgt)
+                else:  # the numpy predictors take one step of several lanes at a time
+                    st, fr = np.zeros(len(piece), np.int64), np.zeros(len(piece), np.int64)
+                    steps = np.array([i for i, _ in piece])
+                    for i in np.unique(steps):
+                        sel = np.nonzero(steps == i)[0]
+                        st[sel], fr[sel], _ = self._code(False, pred, z[sel], lane[sel], target=tgt[sel])
                 for r in range(len(piece)):
                     c = chunk[lane[r]]
                     starts[c][pos[r]], freqs[c][pos[r]] = st[r], fr[r]
                 tokens += len(piece)
                 bits += float((PRECISION - np.log2(fr)).sum())
+                nbytes += self._bytes(tgt)
             for j, s in enumerate(active):
                 done[s] += len(runs[j])
                 if done[s] == len(token_lists[chunk[s]]):
                     chunk[s] = None
             if progress is not None:
-                progress(tokens, bits, 0)
+                progress(tokens, bits, nbytes)
         payloads = [rans.encode_lanes(st[:, None], fr[:, None], [len(st)])[0] for st, fr in zip(starts, freqs)]
         costs = [float((PRECISION - np.log2(fr)).sum()) for fr in freqs]
         return payloads, costs
@@ -181,12 +218,15 @@ class IntEngine:
         width = self._width(settings, n)
         L = self._lanes(width, settings)
         pred = self._predictor(settings, width, max(counts) + 1)
+        fast = self._fast(settings)
         out = [[] for _ in range(n)]
         queue = list(range(n))[::-1]
         chunk = [None] * width
         dec = [None] * width
         last = [bos] * width
         while queue or any(c is not None for c in chunk):
+            if STOP.is_set():
+                raise KeyboardInterrupt
             for s in range(width):
                 while chunk[s] is None and queue:
                     c = queue.pop()
@@ -203,16 +243,8 @@ class IntEngine:
             for s in active:
                 L.make_room(s)
             z = _to_numpy(L.run(active, [[last[s]] for s in active]))
-            lanes = np.array(active)
-            if pred is None:
-                f = freqs_fixed(self.ops, z, self.table)
-            else:
-                pred.cheap(lanes)
-                f = pred.freqs(z, lanes)
             slots = np.array([dec[s].slot() for s in active], np.int64)
-            sym, st, fr = search_numpy(f, slots)
-            if pred is not None:
-                pred.update(sym, lanes)
+            st, fr, sym = self._code(fast, pred, z, np.array(active), slots=slots)
             for j, s in enumerate(active):
                 c, tok = chunk[s], int(sym[j])
                 dec[s].advance(int(slots[j]), int(st[j]), int(fr[j]))
@@ -224,5 +256,5 @@ class IntEngine:
                     dec[s].finish()
                     chunk[s] = None
             if progress is not None:
-                progress(len(active), 0.0, 0)
+                progress(len(active), float((PRECISION - np.log2(fr)).sum()), self._bytes(sym))
         return out

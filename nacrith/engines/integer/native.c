@@ -831,6 +831,125 @@ int nc_matmul(const QMat *W, int64_t T, const int16_t *a, double *y, int nthread
     return 0;
 }
 
+/* -- frequencies and the two bias heads ----------------------------------------------
+ * The integer softmax (codec/quantize.freqs_fixed) of each row's logits, refined by the
+ * bias head and the context bias head exactly as predictors/online.Online does when
+ * they are its only predictors, then (start, freq) of the known token (encoder) or the
+ * token whose interval holds the rANS slot (decoder), and the heads' update. Rows of
+ * one lane are taken in order (each updates the lane's biases); lanes run in parallel.
+ * z: int64 [T, V] logits (2**-16 nats); bias: [lanes, V] or NULL; ctxb: [lanes, 2**18]
+ * or NULL; prev: the lane's previous token (Online.recent[:, -1]); tcount: Online.t.
+ * target NULL: decode with slot[]. */
+#define TOTAL_F ((int64_t)1 << 24)
+#define BIAS_CAP_F ((int64_t)8 << 16)
+#define CTX_BITS 18
+
+static inline int64_t clipb(int64_t x) { return x > BIAS_CAP_F ? BIAS_CAP_F : (x < -BIAS_CAP_F ? -BIAS_CAP_F : x); }
+
+static void code_row(int64_t V, const int64_t *z, int64_t *bias, int64_t *ctxb, int64_t prev, int64_t target,
+                     int64_t slot, int64_t bias_lr, int64_t ctx_lr, const int64_t *exp2, int64_t *q, int64_t *f,
+                     int64_t *start, int64_t *freq, int64_t *sym)
+{
+    const uint64_t M32 = 0xFFFFFFFFull, mask = ((uint64_t)1 << CTX_BITS) - 1;
+    uint64_t off = 0;
+    if (ctxb) {
+        uint64_t h = ((13u ^ (uint64_t)(prev + 1)) * 0x2545F491ull) & M32;
+        off = ((h ^ (h >> 16)) * 0x45D9F3Bull) & M32;
+    }
+    int64_t top = INT64_MIN;
+    for (int64_t v = 0; v < V; v++) {
+        int64_t x = z[v];
+        if (bias) x += bias[v];
+        if (ctxb) x += ctxb[(off + (uint64_t)v) & mask];
+        q[v] = x;
+        if (x > top) top = x;
+    }
+    int64_t W = 0, wmax = -1, arg = 0;
+    for (int64_t v = 0; v < V; v++) {
+        int64_t e = (int64_t)(((uint64_t)(top - q[v]) * (uint64_t)LOG2E_FIX)) >> 16;
+        int64_t wh = e >> 16;
+        int64_t w = exp2[(e & 0xFFFF) >> 4] >> (wh > 62 ? 62 : wh);
+        f[v] = w;
+        W += w;
+        if (w > wmax) {
+            wmax = w;
+            arg = v;
+        }
+    }
+    int64_t spare = TOTAL_F - V, sumf = 0;
+    double inv = 1.0 / (double)W;
+    for (int64_t v = 0; v < V; v++) {
+        int64_t x = f[v] * spare; /* < 2**54 */
+        int64_t d = (int64_t)((double)x * inv);
+        int64_t r = x - d * W;
+        while (r < 0) { d--; r += W; }
+        while (r >= W) { d++; r -= W; }
+        f[v] = 1 + d;
+        sumf += f[v];
+    }
+    f[arg] += TOTAL_F - sumf;
+    int64_t y, c = 0;
+    if (target) {
+        y = *start; /* the target was passed in start */
+        for (int64_t v = 0; v < y; v++) c += f[v];
+    } else {
+        for (y = 0; y < V - 1; y++) {
+            if (c + f[y] > slot) break;
+            c += f[y];
+        }
+    }
+    *start = c;
+    *freq = f[y];
+    *sym = y;
+    if (bias)
+        for (int64_t v = 0; v < V; v++) bias[v] = clipb(bias[v] - ((f[v] * bias_lr) >> 24) + (v == y ? bias_lr : 0));
+    if (ctxb)
+        for (int64_t v = 0; v < V; v++) {
+            int64_t *cell = ctxb + ((off + (uint64_t)v) & mask);
+            *cell = clipb(*cell - ((f[v] * ctx_lr) >> 24) + (v == y ? ctx_lr : 0));
+        }
+}
+
+int nc_code_rows(int64_t T, int64_t V, const int64_t *z, const int64_t *lane, const int64_t *target,
+                 const int64_t *slot, int64_t *bias, int64_t *ctxb, int64_t *prev, int64_t *tcount,
+                 int64_t bias_lr, int64_t ctx_lr, const int64_t *exp2, int64_t *start, int64_t *freq, int64_t *sym,
+                 int nthreads)
+{
+    int64_t *lanes = malloc(sizeof(int64_t) * (T + 1));
+    if (!lanes) return -1;
+    int64_t nl = 0;
+    for (int64_t t = 0; t < T; t++) {
+        int seen = 0;
+        for (int64_t i = 0; i < nl && !seen; i++) seen = lanes[i] == lane[t];
+        if (!seen) lanes[nl++] = lane[t];
+    }
+    int failed = 0;
+    int nt = nthreads < 1 ? 1 : nthreads;
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+    {
+        int64_t *q = malloc(sizeof(int64_t) * V), *f = malloc(sizeof(int64_t) * V);
+        if (!q || !f) failed = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < nl; i++) {
+            if (!q || !f) continue;
+            int64_t l = lanes[i];
+            for (int64_t t = 0; t < T; t++) {
+                if (lane[t] != l) continue;
+                if (target) start[t] = target[t];
+                code_row(V, z + t * V, bias ? bias + l * V : NULL, ctxb ? ctxb + (l << CTX_BITS) : NULL, prev[l],
+                         target ? target[t] : 0, slot ? slot[t] : 0, bias_lr, ctx_lr, exp2, q, f, start + t,
+                         freq + t, sym + t);
+                prev[l] = sym[t];
+                tcount[l] += 1;
+            }
+        }
+        free(q);
+        free(f);
+    }
+    free(lanes);
+    return failed ? -1 : 0;
+}
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
                                     "C kernels of the integer engine (used through ctypes).", -1, NULL};
 

@@ -48,7 +48,8 @@ def library():
         lib.nc_forward.argtypes = [_P, _P, _I, _P, _P, _P, _P, _P, _P, ctypes.c_int]
         lib.nc_logits.argtypes = [_P, _I, _P, _P, _P, ctypes.c_int]
         lib.nc_matmul.argtypes = [_P, _I, _P, _P, ctypes.c_int]
-        for f in (lib.nc_forward, lib.nc_logits, lib.nc_matmul):
+        lib.nc_code_rows.argtypes = [_I, _I] + [_P] * 8 + [_I, _I] + [_P] * 4 + [ctypes.c_int]
+        for f in (lib.nc_forward, lib.nc_logits, lib.nc_matmul, lib.nc_code_rows):
             f.restype = ctypes.c_int
         lib.nc_set_simd.argtypes = [ctypes.c_int]
         lib.nc_set_simd.restype = ctypes.c_int
@@ -154,3 +155,35 @@ class Native:
         if self.lib.nc_matmul(ctypes.byref(p.c), a16.shape[0], _ptr(a16), _ptr(y), self.threads):
             raise MemoryError("integer engine: out of memory")
         return y[:, : p.n].astype(np.int64)
+
+
+def code_rows(z, lanes, pred, target=None, slots=None, threads: int = 1):
+    """Frequencies, (start, freq, symbol) and the bias heads' update for rows of logits, in
+    C: the integers of predictors/online.Online with only its bias heads (or none) on.
+    `pred` is that Online (its arrays are updated in place), or None for no predictors."""
+    lib = library()
+    z = np.ascontiguousarray(z, dtype=np.int64)
+    T, V = z.shape
+    ln = np.ascontiguousarray(lanes, dtype=np.int64)
+    start, freq, sym = (np.zeros(T, np.int64) for _ in range(3))
+    if pred is None:
+        width = int(ln.max()) + 1
+        prev, tcount, bias, ctxb, blr, clr = np.zeros(width, np.int64), np.zeros(width, np.int64), None, None, 0, 0
+    else:
+        prev = np.ascontiguousarray(pred.recent[:, -1])
+        tcount = pred.t
+        bias, ctxb, blr, clr = pred.bias, pred.ctxb, pred.cfg.bias_lr, pred.cfg.ctx_bias
+    tg = None if target is None else np.ascontiguousarray(target, dtype=np.int64)
+    sl = None if slots is None else np.ascontiguousarray(slots, dtype=np.int64)
+    nul = ctypes.c_void_p(0)
+    rc = lib.nc_code_rows(T, V, _ptr(z), _ptr(ln), nul if tg is None else _ptr(tg), nul if sl is None else _ptr(sl),
+                          nul if bias is None else _ptr(bias), nul if ctxb is None else _ptr(ctxb), _ptr(prev),
+                          _ptr(tcount), blr, clr, _ptr(_EXP2), _ptr(start), _ptr(freq), _ptr(sym), threads)
+    if rc:
+        raise MemoryError("integer engine: out of memory")
+    if pred is not None:
+        pred.recent[:, -1] = prev
+    return start, freq, sym
+
+
+_EXP2 = np.ascontiguousarray(EXP2_TABLE.astype(np.int64))

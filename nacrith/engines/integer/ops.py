@@ -1,122 +1,15 @@
-"""Integer primitives of the integer engine, for numpy arrays and torch tensors.
+"""Exact integer helpers of the integer engine, on any ops (nacrith/xp.py).
 
 The forward (forward.py) is written once against these. Every function is exact
-integer arithmetic on int64; where a float appears (a square-root estimate, a
-float64 matrix product of integers below 2**53) its result is either corrected
-to the exact integer or exact by construction, so numpy, torch on a CPU and
-torch on a GPU give the same integers.
+integer arithmetic on int64; where a float appears (a square-root estimate, the
+exponent of a float64) its result is corrected to the exact integer, so numpy,
+torch on a CPU and torch on a GPU give the same integers.
 """
 
 from __future__ import annotations
 
-import numpy as np
 
-
-class NumpyOps:
-    name = "numpy"
-    int64 = np.int64
-
-    @staticmethod
-    def asarray(a):
-        return np.asarray(a, dtype=np.int64)
-
-    @staticmethod
-    def zeros(shape):
-        return np.zeros(shape, dtype=np.int64)
-
-    @staticmethod
-    def amax(a, axis, keepdims=True):
-        return a.max(axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def sum(a, axis, keepdims=True):
-        return a.sum(axis=axis, keepdims=keepdims)
-
-    where = staticmethod(np.where)
-    minimum = staticmethod(np.minimum)
-    maximum = staticmethod(np.maximum)
-
-    @staticmethod
-    def clip(a, lo, hi):
-        return np.clip(a, lo, hi)
-
-    @staticmethod
-    def cat(arrays, axis):
-        return np.concatenate(arrays, axis=axis)
-
-    @staticmethod
-    def f64(a):
-        return a.astype(np.float64)
-
-    @staticmethod
-    def i64(a):
-        return a.astype(np.int64)
-
-    @staticmethod
-    def frexp_exp(a):
-        return np.frexp(a.astype(np.float64))[1].astype(np.int64)
-
-    @staticmethod
-    def floor_sqrt_estimate(a):
-        return np.floor(np.sqrt(a.astype(np.float64))).astype(np.int64)
-
-
-class TorchOps:
-    name = "torch"
-
-    def __init__(self, device):
-        import torch
-
-        self.t = torch
-        self.device = torch.device(device)
-        self.int64 = torch.int64
-
-    def asarray(self, a):
-        return self.t.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)
-
-    def zeros(self, shape):
-        return self.t.zeros(shape, dtype=self.t.int64, device=self.device)
-
-    @staticmethod
-    def amax(a, axis, keepdims=True):
-        return a.amax(dim=axis, keepdim=keepdims)
-
-    @staticmethod
-    def sum(a, axis, keepdims=True):
-        return a.sum(dim=axis, keepdim=keepdims)
-
-    def where(self, c, a, b):
-        return self.t.where(c, a, b)
-
-    def minimum(self, a, b):
-        return self.t.minimum(a, b) if hasattr(b, "shape") else self.t.clamp(a, max=b)
-
-    def maximum(self, a, b):
-        return self.t.maximum(a, b) if hasattr(b, "shape") else self.t.clamp(a, min=b)
-
-    def clip(self, a, lo, hi):
-        return self.t.clamp(a, lo, hi)
-
-    def cat(self, arrays, axis):
-        return self.t.cat(arrays, dim=axis)
-
-    def f64(self, a):
-        return a.to(self.t.float64)
-
-    def i64(self, a):
-        return a.to(self.t.int64)
-
-    def frexp_exp(self, a):
-        return self.t.frexp(a.to(self.t.float64)).exponent.to(self.t.int64)
-
-    def floor_sqrt_estimate(self, a):
-        return self.t.floor(self.t.sqrt(a.to(self.t.float64))).to(self.t.int64)
-
-
-def ops_for(array):
-    if isinstance(array, np.ndarray):
-        return NumpyOps()
-    return TorchOps(array.device)
+from ...xp import NumpyOps, TorchOps, ops_for  # noqa: F401 (re-exported for the engine's modules)
 
 
 # -- exact helpers on any ops ---------------------------------------------------------

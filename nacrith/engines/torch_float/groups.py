@@ -22,12 +22,12 @@ import os
 import numpy as np
 import torch
 
-from ..codec import rans
-from ..codec.quantize import PRECISION, lookup_freqs_torch, lookup_torch, search_freqs_torch, search_torch, table_torch
-from ..predictors.online import Online
-from ..predictors.xp import TorchOps
-from ..errors import CorruptDataError
-from ..settings import Settings
+from ...codec import rans
+from ...codec.quantize import PRECISION, lookup_freqs_torch, lookup_torch, search_freqs_torch, search_torch, table_torch
+from ...errors import CorruptDataError
+from ...predictors.online import Online
+from ...settings import Settings
+from ...xp import TorchOps
 
 
 def groups(n_chunks: int, lanes: int) -> list[range]:

@@ -13,9 +13,9 @@ import platform
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
-from ..errors import NacrithError
-from ..settings import Settings
-from .lanes import GroupRunner, groups
+from ...errors import NacrithError
+from ...settings import Settings
+from .groups import GroupRunner, groups
 
 _MODELS: dict[tuple[str, str], object] = {}
 _RUNNERS: dict[tuple, GroupRunner] = {}
@@ -48,7 +48,7 @@ def profile(device: str) -> str:
 
 
 def _model(path: str, device: str):
-    from ..predictors.torch_llama import TorchLlama
+    from .model import TorchLlama
 
     key = (path, device)
     if key not in _MODELS:
@@ -168,18 +168,43 @@ class TorchEngine:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
+    piece_lens = None  # bytes of every token (set by api.load_model), for progress
+
+    def _bytes(self, token_lists) -> int:
+        import numpy as np
+
+        if self.piece_lens is None or not token_lists:
+            return 0
+        flat = np.fromiter((t for ts in token_lists for t in ts), dtype=np.int64)
+        return int(self.piece_lens[flat].sum())
+
     def encode(self, settings: Settings, bos: int, token_lists: list[list[int]], progress=None):
-        """(payloads, bits) for every chunk, in order."""
+        """(payloads, bits) for every chunk, in order; progress(tokens, bits, bytes) per group."""
+        def done(part, result):
+            if progress:
+                toks = [token_lists[i] for i in part]
+                progress(sum(map(len, toks)), sum(result[1]), self._bytes(toks))
+
         parts = groups(len(token_lists), settings.lanes)
         jobs = [([token_lists[i] for i in g],) for g in parts]
-        done = self._map("enc", settings, bos, jobs, parts, progress)
-        payloads = [p for ps, _ in done for p in ps]
-        bits = [b for _, bs in done for b in bs]
+        out = self._map("enc", settings, bos, jobs, parts, done)
+        payloads = [p for ps, _ in out for p in ps]
+        bits = [b for _, bs in out for b in bs]
         return payloads, bits
 
-    def decode(self, settings: Settings, bos: int, counts: list[int], payloads: list[bytes], progress=None):
-        """Token lists for every chunk, in order."""
+    def decode(self, settings: Settings, bos: int, counts: list[int], payloads: list[bytes], progress=None,
+               check=None):
+        """Token lists for every chunk, in order (check(chunk, token) runs over each group's
+        tokens as the group completes)."""
+        def done(part, result):
+            if check is not None:
+                for ci, toks in zip(part, result):
+                    for t in toks:
+                        check(ci, t)
+            if progress:
+                progress(sum(map(len, result)), 0.0, self._bytes(result))
+
         parts = groups(len(counts), settings.lanes)
         jobs = [([counts[i] for i in g], [payloads[i] for i in g]) for g in parts]
-        done = self._map("dec", settings, bos, jobs, parts, progress)
-        return [t for ts in done for t in ts]
+        out = self._map("dec", settings, bos, jobs, parts, done)
+        return [t for ts in out for t in ts]

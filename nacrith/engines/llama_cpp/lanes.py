@@ -19,20 +19,17 @@ with its next one (the encoder and decoder decide alike, from the same state).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .codec.quantize import PRECISION, frequencies
-from .predictors.online import Online
-from .settings import Settings
+from ...codec.quantize import PRECISION, frequencies
+from ...predictors.online import Online
+from ...settings import Settings
+from .. import STOP
 
 
-# Set by the CLI's SIGINT handler. KeyboardInterrupt raised while llama.cpp calls
-# back into Python (its log callback) is dropped by ctypes; this flag is not.
-STOP = threading.Event()
 
 
 @dataclass
