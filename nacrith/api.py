@@ -44,13 +44,15 @@ def load_model(
     """Load (or reuse) a model whose context fits `settings` (window and lanes).
 
     The torch engine (settings.engine == "torch") runs on `device` ("cuda", "cpu";
-    default: cuda if there is one) over `gpus` GPUs (default: all visible)."""
+    default: cuda if there is one) over `gpus` GPUs (default: all visible). The integer
+    engine runs its C kernels on the CPU, or its torch backend on `device` if one is
+    named; the integers, and so the files, are the same."""
     p = resolve_model(path)
     st = p.stat()
     if settings.engine == "torch":
         key = (str(p), st.st_size, st.st_mtime_ns, "torch", device, gpus)
     elif settings.engine == "int":
-        key = (str(p), st.st_size, st.st_mtime_ns, "int", threads)
+        key = (str(p), st.st_size, st.st_mtime_ns, "int", threads, device)
     else:
         # with the LLM skip a lane may bring up to MAX_SKIP + 1 tokens to one batch
         batch = settings.lanes * (MAX_SKIP + 1) if settings.skip else None
@@ -70,7 +72,9 @@ def load_model(
             from .engines.integer.coding import IntEngine
 
             m = LlamaModel(str(p), n_ctx=16, vocab_only=True)
-            eng = IntEngine(str(p), threads)
+            # any device gives the same integers: the C kernels on the CPU by default,
+            # the torch backend where a device is named ("cuda", "cpu")
+            eng = IntEngine(str(p), threads, backend="torch" if device else "native", device=device)
             eng.piece_lens = _piece_lens(m)
             if eng.w.n_vocab != m.n_vocab:
                 raise ModelMismatchError("the model's tokenizer and its embedding disagree on the vocabulary size")
