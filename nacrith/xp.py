@@ -43,6 +43,10 @@ class NumpyOps:
         return a.max(axis=axis, keepdims=keepdims)
 
     @staticmethod
+    def amin(a, axis, keepdims=True):
+        return a.min(axis=axis, keepdims=keepdims)
+
+    @staticmethod
     def sum(a, axis, keepdims=True):
         return a.sum(axis=axis, keepdims=keepdims)
 
@@ -122,6 +126,10 @@ class TorchOps:
     @staticmethod
     def amax(a, axis, keepdims=True):
         return a.amax(dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def amin(a, axis, keepdims=True):
+        return a.amin(dim=axis, keepdim=keepdims)
 
     @staticmethod
     def sum(a, axis, keepdims=True):

@@ -63,6 +63,9 @@ def table_digest() -> str:
     return _digest
 
 
+_TOP_WEIGHT = int(EXP2_TABLE[0])  # 2**30
+
+
 def fixed(logits):
     """floor(x * 2**LOGIT_BITS) as int64 for float32/float16 logits (numpy or torch;
     exact: a power-of-two scaling and a floor). int64 logits (the integer engine's,
@@ -95,9 +98,12 @@ def freqs_fixed(ops, q, table):
         raise ValueError("vocabulary too large for the coder precision")
     f = 1 + ops.fdiv(w * (TOTAL - vocab), ops.rowsum(w))
     rest = TOTAL - ops.rowsum(f)
-    # the remainder goes to the most probable token, the lowest index on ties
-    top = ops.argmax(w)
-    return f + ops.where(ops.arange(vocab)[None, :] == top[:, None], rest, 0)
+    # the remainder goes to the most probable token, the lowest index on ties: the
+    # largest weight is always table[0] (the top logit has distance 0). Written with
+    # where/amin, which torch.compile fuses (a scatter or argmax there did not compile).
+    idx = ops.arange(vocab)
+    top = ops.amin(ops.where(w == _TOP_WEIGHT, idx, vocab), -1)
+    return f + ops.where(idx == top, rest, 0)
 
 
 def frequencies(logits: np.ndarray) -> np.ndarray:
