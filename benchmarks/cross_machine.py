@@ -1,4 +1,4 @@
-"""Make and check the cross-machine files: python dev_files.py make|check DIR DEVICE."""
+"""Make and check the cross-machine files: python benchmarks/cross_machine.py make|check DIR DEVICE."""
 import hashlib, sys, time
 from pathlib import Path
 import nacrith

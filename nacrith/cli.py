@@ -94,8 +94,8 @@ def compress(
     chunk_tokens: Optional[int] = typer.Option(None, help=f"cut text into chunks of this many tokens instead (0: by bytes; default {_D.chunk_tokens}; torch engine {_T.chunk_tokens})"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all available)"),
     fmt: str = typer.Option("auto", "--format", help="auto (NC05 for text, NC06 otherwise), nc05 or nc06"),
-    engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
-    device: Optional[str] = typer.Option(None, "--device", help="torch engine: cuda or cpu (default: cuda if present)"),
+    engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU), int (exact integer model: the file decodes on any machine, CPU or GPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu: where the torch engine runs (default cuda if present); int engine: run its torch backend there instead of its C kernels (same integers)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
     no_bias: bool = typer.Option(False, "--no-bias", help="online predictors: no adaptive bias head"),
     no_ngram: bool = typer.Option(False, "--no-ngram", help="online predictors: no token N-gram"),
@@ -141,7 +141,7 @@ def decompress(
     force: bool = typer.Option(False, "-f", "--force", help="overwrite an existing output"),
     model: Optional[Path] = typer.Option(None, "--model", help="the GGUF model the file was made with"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all available)"),
-    device: Optional[str] = typer.Option(None, "--device", help="torch-engine files: cuda or cpu (default: cuda if present)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu: where torch-engine files decode (default cuda if present); int-engine files: decode with the torch backend there (same integers)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="torch-engine files: GPU workers (default: all visible)"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
@@ -448,8 +448,8 @@ def main_command(
     lanes: Optional[int] = typer.Option(None, help=f"chunks evaluated together (default {_D.lanes}; torch engine {_T.lanes})"),
     chunk_tokens: Optional[int] = typer.Option(None, help=f"cut text into chunks of this many tokens instead (0: by bytes; default {_D.chunk_tokens}; torch engine {_T.chunk_tokens})"),
     threads: Optional[int] = typer.Option(None, help="CPU threads"),
-    engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
-    device: Optional[str] = typer.Option(None, "--device", help="torch engine: cuda or cpu (default: cuda if present)"),
+    engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU), int (exact integer model: the file decodes on any machine, CPU or GPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu: where the torch engine runs (default cuda if present); int engine: run its torch backend there instead of its C kernels (same integers)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
     no_bias: bool = typer.Option(False, "--no-bias", help="online predictors: no adaptive bias head"),
     no_ngram: bool = typer.Option(False, "--no-ngram", help="online predictors: no token N-gram"),
@@ -484,6 +484,38 @@ def main_command(
     raise typer.Exit(job.status)
 
 
+def version_lines() -> list[str]:
+    """What `nacrith --version` prints: this program, the formats and engines it reads
+    and writes, and the default model's digest (every part that shapes a bitstream)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__, reflow
+    from .engines.integer import spec
+    from .modelfile import default_model_path, model_sha256
+    from .settings import ONLINE_VERSION, SCHEDULES
+
+    def pkg(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    lines = [
+        f"nacrith {__version__}",
+        f"container: NC05 (text) and NC06 (hybrid) frames, format version {container.VERSION}; "
+        f"schedules {', '.join(f'{v} ({k})' for k, v in sorted(SCHEDULES.items(), key=lambda kv: kv[1]))}",
+        f"online predictors: version {ONLINE_VERSION}; unwrapping: version {reflow.VERSION} (reads {', '.join(map(str, reflow.VERSIONS))})",
+        f"engines: llama (llama-cpp-python {pkg('llama_cpp_python')}), int (arithmetic version {spec.VERSION}), "
+        f"torch (torch {pkg('torch')})",
+    ]
+    try:
+        path = default_model_path()
+        lines.append(f"default model: {path.name}, sha256 {model_sha256(path)}")
+    except FileNotFoundError as exc:
+        lines.append(f"default model: {exc}")
+    return lines
+
+
 def _on_sigint(signum, frame):
     from .engines import STOP
 
@@ -496,7 +528,10 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGINT, _on_sigint)
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "bench":
+    if args in (["--version"], ["-V"]):
+        for line in version_lines():
+            typer.echo(line)
+    elif args and args[0] == "bench":
         from .bench import main as bench
 
         bench(args[1:])

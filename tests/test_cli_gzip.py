@@ -128,3 +128,17 @@ def test_ctrl_c_leaves_no_partial_files(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in err
     assert sorted(n.name for n in tmp_path.iterdir()) == ["big.txt"]
+
+
+def test_version_names_formats_engines_and_the_model(tmp_path):
+    from nacrith import __version__
+    from nacrith.engines.integer import spec
+    from nacrith.modelfile import default_model_path, model_sha256
+
+    r = sh(f"{NAC} --version", tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"nacrith {__version__}"
+    assert f"int (arithmetic version {spec.VERSION})" in r.stdout
+    assert "3 (int)" in r.stdout and "1 (llama)" in r.stdout
+    assert model_sha256(default_model_path()) in lines[-1]

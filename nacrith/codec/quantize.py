@@ -143,7 +143,8 @@ def cost_bits(freqs: np.ndarray, symbol: int) -> float:
 # them; integer ops give the same results fused or not.
 
 
-def _freqs_torch(x, table):
+def freqs_torch(x, table):
+    """Integer frequency rows [N, V] from float logits on any torch device."""
     from ..xp import TorchOps
 
     return freqs_fixed(TorchOps(x.device), fixed(x), table)
@@ -152,7 +153,7 @@ def _freqs_torch(x, table):
 def lookup_torch(logits, symbols, table):
     """(start, freq) of `symbols` ([N] int64) under each row of `logits` ([N, V], float32
     or float16: widening to float32 is exact, so the integers are those of `frequencies`)."""
-    return lookup_freqs_torch(_freqs_torch(logits, table), symbols)
+    return lookup_freqs_torch(freqs_torch(logits, table), symbols)
 
 
 def lookup_freqs_torch(f, symbols):
@@ -167,7 +168,7 @@ def lookup_freqs_torch(f, symbols):
 
 def search_torch(logits, slots, table):
     """The symbol whose interval holds each slot, with its (start, freq)."""
-    return search_freqs_torch(_freqs_torch(logits, table), slots)
+    return search_freqs_torch(freqs_torch(logits, table), slots)
 
 
 def search_freqs_torch(f, slots):

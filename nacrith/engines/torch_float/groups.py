@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ...codec import rans
-from ...codec.quantize import PRECISION, lookup_freqs_torch, lookup_torch, search_freqs_torch, search_torch, table_torch
+from ...codec.quantize import PRECISION, freqs_torch, lookup_freqs_torch, lookup_torch, search_freqs_torch, search_torch, table_torch
 from ...errors import CorruptDataError
 from ...predictors.online import Online
 from ...settings import Settings
@@ -50,7 +50,14 @@ class GroupRunner:
             compile = self.cuda and os.environ.get("NACRITH_COMPILE", "1") != "0"
         use_compile = compile
         self.lookup = torch.compile(lookup_torch, dynamic=False) if use_compile else lookup_torch
-        self.search = torch.compile(search_torch, dynamic=False) if use_compile else search_torch
+        self.search = search_torch
+        if use_compile:
+            # compiled in two parts: inductor (torch 2.11, CUDA) fails to fuse the search's
+            # cumsum into the softmax's row reductions below ~1000 lanes ("list indices must
+            # be integers or slices, not NoneType"); apart, each part compiles
+            freqs = torch.compile(freqs_torch, dynamic=False)
+            scan = torch.compile(search_freqs_torch, dynamic=False)
+            self.search = lambda logits, slots, table: scan(freqs(logits, table), slots)
         self.cache = model.new_cache(self.lanes, settings.context)
         self.table = table_torch(dev)
         L = self.lanes
