@@ -16,7 +16,7 @@ from .engines.llama_cpp import LlamaEngine, LlamaModel
 from .predictors.online import MAX_SKIP
 from .settings import INT_DEFAULTS, SCHEDULES, TORCH_DEFAULTS, Settings
 
-Progress = Callable[[int, float], None]
+Progress = Callable[[int, float, int], None]  # (tokens, bits, bytes) as chunks are coded
 
 
 @dataclass
@@ -96,6 +96,31 @@ def _piece_lens(model):
 FORMATS = ("auto", "nc05", "nc06")
 
 
+# The engine a Compressor uses unless told: "auto" is the integer engine (files that
+# decode on any machine; as small as llama.cpp's and faster on a CPU, see README) for every
+# model it runs (GGUF Llama models with Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/F16/BF16/F32 weights), and
+# llama.cpp for any other GGUF or where a setting needs it (the LLM skip).
+DEFAULT_ENGINE = "auto"
+ENGINE_CHOICES = ("auto", *SCHEDULES)
+
+
+def choose_engine(engine: str, model=None, skip: int | None = None) -> str:
+    """The engine that "auto" stands for with this model and settings; others as given."""
+    if engine not in ENGINE_CHOICES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}")
+    if engine != "auto":
+        return engine
+    if skip:
+        return "llama"
+    from .engines.integer.coding import load_weights
+
+    try:
+        load_weights(str(resolve_model(model)))  # kept for the engine that loads next
+    except UnsupportedInputError:
+        return "llama"
+    return "int"
+
+
 def settings_for(engine: str = "llama", **settings) -> Settings:
     """The validated settings a Compressor on `engine` uses for these overrides
     (None = the engine's default)."""
@@ -113,6 +138,8 @@ class Compressor:
 
     format: "auto" (NC05 for text, NC06 for anything else, decided per frame),
     "nc05" (text only; anything else is refused) or "nc06".
+    engine: "auto" (default: the integer engine where it runs the model, else llama.cpp;
+    see DEFAULT_ENGINE), "int", "llama" or "torch"; `self.engine` says which one runs.
     """
 
     def __init__(
@@ -120,27 +147,28 @@ class Compressor:
         model: str | os.PathLike | None = None,
         threads: int | None = None,
         format: str = "auto",
-        engine: str = "llama",
+        engine: str = DEFAULT_ENGINE,
         device: str | None = None,
         gpus: int | None = None,
         **settings,
     ):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
-        if engine not in SCHEDULES:
-            raise ValueError(f"engine must be one of {', '.join(SCHEDULES)}")
+        engine = choose_engine(engine, model, settings.get("skip"))
         self.format = format
+        self.engine = engine
         self.settings = settings_for(engine, **settings)
         self.lm = load_model(model, self.settings, threads, device, gpus)
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
         return b"".join(self.iter_frames(bytes(data), progress))
 
-    def compressobj(self):
-        """An incremental compressor: `compress(piece)` any number of times, then `flush()`."""
+    def compressobj(self, progress: Progress | None = None):
+        """An incremental compressor: `compress(piece)` any number of times, then `flush()`;
+        `progress(tokens, bits, bytes)` is called as chunks are coded."""
         from .stream import StreamCompressor
 
-        return StreamCompressor(self)
+        return StreamCompressor(self, progress)
 
     def iter_frames(self, data: bytes, progress: Progress | None = None):
         """Yield the frames of one stream for `data`; frame cuts depend only on the
@@ -190,11 +218,12 @@ class Decompressor:
     def decompress(self, blob: bytes, progress: Progress | None = None) -> bytes:
         return b"".join(self.iter_decompress(blob, progress))
 
-    def decompressobj(self):
-        """An incremental decompressor for one stream (`eof`, `unused_data`, `needs_input`)."""
+    def decompressobj(self, progress: Progress | None = None):
+        """An incremental decompressor for one stream (`eof`, `unused_data`, `needs_input`);
+        `progress(tokens, bits, bytes)` as chunks are decoded."""
         from .stream import StreamDecompressor
 
-        return StreamDecompressor(self)
+        return StreamDecompressor(self, progress)
 
     def iter_decompress(self, blob, progress: Progress | None = None):
         for header, payloads in container.iter_frames(memoryview(blob)):
@@ -279,8 +308,8 @@ def check_model_digest(header: container.FrameHeader, path) -> None:
 
 
 def compress(data: bytes, *, model=None, threads: int | None = None, progress=None, **settings) -> bytes:
-    """Compress bytes in one call (see `Settings` for the keyword settings; `engine`,
-    `device` and `gpus` choose the torch engine)."""
+    """Compress bytes in one call (see `Settings` for the keyword settings; `engine`
+    ("auto", "int", "llama", "torch"), `device` and `gpus` as for `Compressor`)."""
     return Compressor(model=model, threads=threads, **settings).compress(data, progress)
 
 

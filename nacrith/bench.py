@@ -204,7 +204,9 @@ def main(argv=None) -> None:
     common = parse_config(args.common)[1] if args.common else {}
     configs = [parse_config(c) for c in (args.config or ([] if args.ablation else ["default"]))]
     if args.ablation:
-        configs += ablation(common.get("engine", "llama"))
+        from .api import DEFAULT_ENGINE, choose_engine
+
+        configs += ablation(choose_engine(common.get("engine", DEFAULT_ENGINE), common.get("model")))
     configs = [(label, {**cfg, **common}) for label, cfg in configs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,11 +261,12 @@ def main(argv=None) -> None:
 
 def _header(cfg: dict) -> dict:
     """The header fields a configuration's files carry."""
-    from .api import settings_for
+    from .api import DEFAULT_ENGINE, choose_engine, settings_for
 
     names = {f.name for f in fields(Settings)}  # the rest (engine, model, device...) are not stored
     own = {k: v for k, v in cfg.items() if k in names}
-    return settings_for(cfg.get("engine", "llama"), **own).header_fields()
+    engine = choose_engine(cfg.get("engine", DEFAULT_ENGINE), cfg.get("model"), cfg.get("skip"))
+    return settings_for(engine, **own).header_fields()
 
 
 def _machine() -> str:

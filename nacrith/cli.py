@@ -15,7 +15,7 @@ from . import api
 from .errors import NacrithError
 from .codec import bytecodecs
 from .formats import container, nc05
-from .settings import TORCH_DEFAULTS, Settings
+from .settings import ENGINES, TORCH_DEFAULTS, Settings
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, help="Lossless compression with a small language model.")
 
@@ -32,13 +32,14 @@ def _fail(message: str) -> None:
 class _Progress:
     """tqdm bar on stderr, only when stderr is a terminal: bytes, tokens/s, running bpb."""
 
-    def __init__(self, total_bytes: int, label: str):
+    def __init__(self, total_bytes: int | None, label: str, show: bool = True):
         self.bar = None
         self.tokens = 0
         self.bits = 0.0
         self.bytes = 0
         self.start = time.perf_counter()
-        if sys.stderr.isatty() and total_bytes:
+        # total None: unknown (a stream); tqdm then shows bytes and rate without an ETA
+        if show and sys.stderr.isatty() and total_bytes != 0:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False)
@@ -81,6 +82,13 @@ def _read(path: Path) -> bytes:
         _fail(f"cannot read {path}: {exc.strerror}")
 
 
+_ENGINE_HELP = (
+    "auto (default: int where it runs the model, else llama), int (exact integer model: the file "
+    "decodes on any machine, CPU or GPU), llama (llama.cpp, CPU; the file decodes where the CPU "
+    "features match) or torch (GPU lanes; the file decodes only on the same engine profile)"
+)
+
+
 @app.command()
 def compress(
     file: Path = typer.Argument(..., help="file to compress"),
@@ -94,7 +102,7 @@ def compress(
     chunk_tokens: Optional[int] = typer.Option(None, help=f"cut text into chunks of this many tokens instead (0: by bytes; default {_D.chunk_tokens}; torch engine {_T.chunk_tokens})"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all available)"),
     fmt: str = typer.Option("auto", "--format", help="auto (NC05 for text, NC06 otherwise), nc05 or nc06"),
-    engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU), int (exact integer model: the file decodes on any machine, CPU or GPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
+    engine: str = typer.Option(api.DEFAULT_ENGINE, "--engine", help=_ENGINE_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu: where the torch engine runs (default cuda if present); int engine: run its torch backend there instead of its C kernels (same integers)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
     no_bias: bool = typer.Option(False, "--no-bias", help="online predictors: no adaptive bias head"),
@@ -116,7 +124,7 @@ def compress(
             chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, engine=engine, device=device, gpus=gpus,
             **predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap, no_ctx_bias),
         )
-        prog = _Progress(len(data), "compress")
+        prog = _Progress(len(data), "compress", show=not quiet)
         t0 = time.perf_counter()
         try:
             size = _write_atomic(out, comp.iter_frames(data, prog), force)
@@ -157,7 +165,7 @@ def decompress(
             total = sum(h.raw_size for h, _ in container.iter_frames(memoryview(blob)))
         except NacrithError:
             total = 0  # the decoder reports the damage itself
-        prog = _Progress(total, "decompress")
+        prog = _Progress(total, "decompress", show=not quiet)
         t0 = time.perf_counter()
         try:
             # Decode everything before writing: a failure must leave nothing behind.
@@ -174,6 +182,32 @@ def decompress(
             f"{prog.tokens / max(dt, 1e-9):.0f} tok/s, verified -> {output}",
             err=True,
         )
+
+
+LIST_HEADER = f"{'Frames':>6} {'Compressed':>12} {'Uncompressed':>13} {'bpb':>7}  {'Engine':<8} {'Model':<16}  Filename"
+
+
+def list_row(blob: bytes, name: str) -> dict:
+    """One `-l` row (like `xz -l`): frames, sizes, bpb, engine and model, from the headers."""
+    frames = raw = 0
+    engines, models = [], []
+    for header, _ in container.iter_frames(memoryview(blob)):
+        frames += 1
+        raw += header.raw_size
+        if any(e.type == container.ENTRY_TEXT for e in header.entries):
+            engines.append(ENGINES.get(header.settings.get("schedule"), "?"))
+            models.append(header.model_sha256.hex()[:16])
+    return {
+        "frames": frames, "compressed": len(blob), "raw": raw, "name": name,
+        # frames without text need no model: "-"; several values: joined
+        "engine": ",".join(dict.fromkeys(engines)) or "-", "model": ",".join(dict.fromkeys(models)) or "-",
+    }
+
+
+def _list_line(r: dict) -> str:
+    bpb = f"{r['compressed'] * 8 / r['raw']:.4f}" if r["raw"] else "-"
+    return (f"{r['frames']:>6} {r['compressed']:>12,} {r['raw']:>13,} {bpb:>7}  {r['engine']:<8} "
+            f"{r['model']:<16}  {r['name']}")
 
 
 def describe(blob: bytes) -> list[str]:
@@ -264,6 +298,7 @@ class _Job:
         self.status = OK
         self._comp = None
         self._dec = None
+        self.rows: list[dict] = []  # -l rows so far
 
     # one model load for all files
     def compressor(self):
@@ -297,33 +332,44 @@ class _Job:
         self.status = ERROR
 
     # streams -----------------------------------------------------------
-    def compress_stream(self, src, write) -> tuple[int, int]:
-        obj = self.compressor().compressobj()
-        n_in = n_out = 0
-        while True:
-            block = src.read(_BLOCK)
-            if not block:
-                break
-            n_in += len(block)
-            out = obj.compress(block)
-            n_out += len(out)
+    def progress(self, total: int | None, label: str) -> _Progress:
+        return _Progress(total, label, show=not self.o["quiet"])
+
+    def compress_stream(self, src, write, total: int | None = None, label: str = "compress") -> tuple[int, int]:
+        prog = self.progress(total, label)
+        try:
+            obj = self.compressor().compressobj(prog)
+            n_in = n_out = 0
+            while True:
+                block = src.read(_BLOCK)
+                if not block:
+                    break
+                n_in += len(block)
+                out = obj.compress(block)
+                n_out += len(out)
+                write(out)
+            out = obj.flush()
             write(out)
-        out = obj.flush()
-        write(out)
+        finally:
+            prog.close()
         return n_in, n_out + len(out)
 
-    def decompress_stream(self, src, write) -> tuple[int, int]:
+    def decompress_stream(self, src, write, total: int | None = None, label: str = "decompress") -> tuple[int, int]:
         from .stream import _Reader
 
-        reader = _Reader(_Counting(src), self.decompressor().decompressobj)
-        buf = bytearray(_BLOCK)
-        n_out = 0
-        while True:
-            n = reader.readinto(buf)
-            if not n:
-                break
-            write(bytes(buf[:n]))
-            n_out += n
+        prog = self.progress(total, label)
+        try:
+            reader = _Reader(_Counting(src), lambda: self.decompressor().decompressobj(prog))
+            buf = bytearray(_BLOCK)
+            n_out = 0
+            while True:
+                n = reader.readinto(buf)
+                if not n:
+                    break
+                write(bytes(buf[:n]))
+                n_out += n
+        finally:
+            prog.close()
         return reader._fp.count, n_out
 
 
@@ -366,6 +412,15 @@ def _to_file(job: "_Job", path: Path, fn):
     return _atomic(path, job.o["force"], fn)
 
 
+def _raw_total(path: Path) -> int | None:
+    """The original size a .nc file's headers promise (for the progress bar), None if
+    they cannot be read: decoding then reports what is wrong."""
+    try:
+        return sum(h.raw_size for h, _ in container.iter_frames(memoryview(path.read_bytes())))
+    except (NacrithError, OSError):
+        return None
+
+
 def _verify_structure(path: Path) -> None:
     """Every CRC, marker and length of a written .nc file, without decoding."""
     list(container.iter_frames(memoryview(path.read_bytes())))
@@ -381,12 +436,18 @@ def _one(job: _Job, name: str) -> None:
         return
     if o["list"]:
         data = sys.stdin.buffer.read() if stdin else src_path.read_bytes()
-        for line in describe(data):
-            typer.echo(line)
+        row = list_row(data, name)  # reads the headers; raises on a damaged file
+        if not job.rows:
+            typer.echo(LIST_HEADER)
+        job.rows.append(row)
+        typer.echo(_list_line(row))
+        if o["verbose"]:
+            for line in describe(data):
+                typer.echo("  " + line)
         return
     if o["test"]:
         with (sys.stdin.buffer if stdin else src_path.open("rb")) as src:
-            job.decompress_stream(src, lambda b: None)
+            job.decompress_stream(src, lambda b: None, None if stdin else _raw_total(src_path), f"{name}: test")
         job.say(f"{name}: OK")
         return
     decompress_mode = o["decompress"]
@@ -407,12 +468,17 @@ def _one(job: _Job, name: str) -> None:
         out_path = None if to_stdout else src_path.with_name(src_path.name + SUFFIX)
     t0 = time.perf_counter()
     src = sys.stdin.buffer if stdin else src_path.open("rb")
+    if stdin:
+        total = None
+    else:
+        total = _raw_total(src_path) if decompress_mode else src_path.stat().st_size
+    label = f"{name}: {'decompress' if decompress_mode else 'compress'}"
     try:
         if out_path is None:
-            n_in, n_out = run(src, sys.stdout.buffer.write)
+            n_in, n_out = run(src, sys.stdout.buffer.write, total, label)
             sys.stdout.buffer.flush()
         else:
-            n_in, n_out = _to_file(job, out_path, lambda write: run(src, write))
+            n_in, n_out = _to_file(job, out_path, lambda write: run(src, write, total, label))
     finally:
         if not stdin:
             src.close()
@@ -437,7 +503,7 @@ def main_command(
     rm: bool = typer.Option(False, "--rm", help="remove the input after the output is written and checked"),
     force: bool = typer.Option(False, "-f", "--force", help="overwrite outputs; write compressed data to a terminal"),
     test: bool = typer.Option(False, "-t", "--test", help="decode and verify, write nothing"),
-    list_: bool = typer.Option(False, "-l", "--list", help="show the header of .nc files"),
+    list_: bool = typer.Option(False, "-l", "--list", help="one row per .nc file from its headers (frames, sizes, bpb, engine, model); -v adds every frame's header"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="no warnings"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="report sizes and speed per file"),
     model: Optional[Path] = typer.Option(None, "--model", help="llama.cpp GGUF model"),
@@ -448,7 +514,7 @@ def main_command(
     lanes: Optional[int] = typer.Option(None, help=f"chunks evaluated together (default {_D.lanes}; torch engine {_T.lanes})"),
     chunk_tokens: Optional[int] = typer.Option(None, help=f"cut text into chunks of this many tokens instead (0: by bytes; default {_D.chunk_tokens}; torch engine {_T.chunk_tokens})"),
     threads: Optional[int] = typer.Option(None, help="CPU threads"),
-    engine: str = typer.Option("llama", "--engine", help="llama (llama.cpp, CPU), int (exact integer model: the file decodes on any machine, CPU or GPU) or torch (GPU lanes; the file then decodes only on the same engine profile)"),
+    engine: str = typer.Option(api.DEFAULT_ENGINE, "--engine", help=_ENGINE_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu: where the torch engine runs (default cuda if present); int engine: run its torch backend there instead of its C kernels (same integers)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
     no_bias: bool = typer.Option(False, "--no-bias", help="online predictors: no adaptive bias head"),
@@ -481,6 +547,12 @@ def main_command(
         except (NacrithError, ValueError, OSError) as exc:
             msg = str(exc) if isinstance(exc, (NacrithError, ValueError)) else (exc.strerror or str(exc))
             job.error(f"{name}: {msg}" if not str(msg).startswith(name) else msg)
+    if list_ and len(job.rows) > 1:
+        rows = job.rows
+        typer.echo(_list_line({
+            "frames": sum(r["frames"] for r in rows), "compressed": sum(r["compressed"] for r in rows),
+            "raw": sum(r["raw"] for r in rows), "engine": "", "model": "", "name": f"{len(rows)} files",
+        }))
     raise typer.Exit(job.status)
 
 

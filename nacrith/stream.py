@@ -21,8 +21,9 @@ from .formats import container
 class StreamCompressor:
     """`compress(data) -> bytes` any number of times, then `flush() -> bytes` once."""
 
-    def __init__(self, compressor):
+    def __init__(self, compressor, progress=None):
         self._c = compressor
+        self._progress = progress  # progress(tokens, bits, bytes) as chunks are coded
         self._buf = bytearray()
         self._offset = 0
         self._flushed = False
@@ -37,7 +38,7 @@ class StreamCompressor:
         # the one the one-shot compressor makes, and the last frame is the final one.
         while len(self._buf) > frame:
             cut = chunk_end(self._buf, 0, frame)
-            out.append(self._c.encode_frame(bytes(self._buf[:cut]), self._offset, final=False))
+            out.append(self._c.encode_frame(bytes(self._buf[:cut]), self._offset, self._progress, final=False))
             del self._buf[:cut]
             self._offset += cut
         return b"".join(out)
@@ -48,15 +49,16 @@ class StreamCompressor:
         self._flushed = True
         raw = bytes(self._buf)
         self._buf.clear()
-        return self._c.encode_frame(raw, self._offset, final=True)
+        return self._c.encode_frame(raw, self._offset, self._progress, final=True)
 
 
 class StreamDecompressor:
     """Like `lzma.LZMADecompressor`: `decompress(data, max_length=-1)`, `eof`,
     `unused_data`, `needs_input`. One object decodes one stream."""
 
-    def __init__(self, decompressor):
+    def __init__(self, decompressor, progress=None):
         self._d = decompressor
+        self._progress = progress
         self._in = bytearray()
         self._out = bytearray()
         self._final = False  # the final frame was decoded (its output may still be buffered)
@@ -87,7 +89,7 @@ class StreamDecompressor:
             if frame is None:
                 break
             header, payloads, length = frame
-            self._out += self._d.decode_frame(header, payloads)
+            self._out += self._d.decode_frame(header, payloads, self._progress)
             del self._in[:length]
             if header.final:
                 self._final = True

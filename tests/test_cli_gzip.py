@@ -8,6 +8,7 @@ from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
 NAC = f"{shlex.quote(sys.executable)} -m nacrith.cli"
+DEFAULT_SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 SMALL = "--context 48 --slide 16 --chunk-bytes 200 --lanes 3"
 
 
@@ -66,11 +67,73 @@ def test_test_flag_on_good_and_corrupted_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "a.txt.nc", "bad.nc"]
 
 
-def test_list_shows_the_header(tmp_path):
+def test_list_is_a_table_row_per_file_with_totals(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"listing this")
-    assert sh(f"{NAC} {SMALL} a.txt", tmp_path).returncode == 0
-    r = sh(f"{NAC} -l a.txt.nc", tmp_path)
-    assert r.returncode == 0 and "NC05" in r.stdout and "model sha256" in r.stdout
+    (tmp_path / "b.bin").write_bytes(bytes(range(256)) * 4)
+    assert sh(f"{NAC} {SMALL} a.txt b.bin", tmp_path).returncode == 0
+    a, b = (tmp_path / "a.txt.nc").stat().st_size, (tmp_path / "b.bin.nc").stat().st_size
+    r = sh(f"{NAC} -l a.txt.nc b.bin.nc", tmp_path)
+    assert r.returncode == 0, r.stderr
+    head, row_a, row_b, total = r.stdout.splitlines()
+    assert head.split() == ["Frames", "Compressed", "Uncompressed", "bpb", "Engine", "Model", "Filename"]
+    assert row_a.split() == ["1", f"{a:,}", "12", f"{a * 8 / 12:.4f}", "int", DEFAULT_SHA[:16], "a.txt.nc"]
+    # a frame without text needs no model: no engine, no model
+    assert row_b.split() == ["1", f"{b:,}", "1,024", f"{b * 8 / 1024:.4f}", "-", "-", "b.bin.nc"]
+    assert total.split() == ["2", f"{a + b:,}", "1,036", f"{(a + b) * 8 / 1036:.4f}", "2", "files"]
+    # -v adds each frame's header; a damaged file is an error on its own line, the rest listed
+    (tmp_path / "bad.nc").write_bytes(b"NC05 not really")
+    r = sh(f"{NAC} -l -v bad.nc a.txt.nc", tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith("nacrith: bad.nc:")
+    assert "model sha256" in r.stdout and "settings:" in r.stdout and r.stdout.splitlines()[1].split()[-1] == "a.txt.nc"
+
+
+def test_progress_shows_on_a_terminal_only(tmp_path):
+    """With stderr on a terminal a bar shows bytes, tokens/s and the running bpb; -q or
+    stderr to a file or pipe: nothing."""
+    import pty
+
+    (tmp_path / "p.txt").write_bytes((DATA / "golden.txt").read_bytes()[:300])
+    cmd = [sys.executable, "-m", "nacrith.cli", *SMALL.split(), "p.txt"]
+
+    def on_tty(args):
+        import threading
+
+        import fcntl
+        import struct
+        import termios
+
+        leader, follower = pty.openpty()
+        # a new pty is 0 x 0 characters, where tqdm draws nothing: give it a terminal's size
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        out = []
+
+        def drain():  # read while the child runs: a pty may drop what is unread at hang-up
+            while True:
+                try:
+                    chunk = os.read(leader, 1 << 16)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                out.append(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        proc = subprocess.run(args, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=follower, timeout=600)
+        os.close(follower)
+        reader.join(timeout=10)
+        os.close(leader)
+        return proc.returncode, b"".join(out).decode(errors="replace")
+
+    rc, err = on_tty(cmd)
+    assert rc == 0 and "p.txt: compress" in err and "tok/s" in err and "bpb" in err
+    rc, err = on_tty([*cmd[:3], "-d", "-f", "p.txt.nc"])
+    assert rc == 0 and "p.txt.nc: decompress" in err and "tok/s" in err
+    rc, err = on_tty([*cmd[:3], "-q", "-d", "-f", "p.txt.nc"])
+    assert rc == 0 and err == ""
+    r = sh(f"{NAC} -d -f p.txt.nc", tmp_path)  # stderr is a pipe here
+    assert r.returncode == 0 and r.stderr == ""
 
 
 def test_unknown_suffix_and_existing_suffix(tmp_path):

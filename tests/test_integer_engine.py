@@ -227,7 +227,9 @@ def test_lane_count_and_run_length_change_no_byte(model_path, tokens, chunks, pr
             first = payloads
         assert payloads == first, (lanes, block)
         assert all(b > 0 for b in bits)
-    for lanes in (1, 7, 64):
+    # the decoder at every lane count; with the slow Python predictors (N-gram, match, SSE)
+    # at one, the others being covered above
+    for lanes in (7,) if predictors.get("ngram") else (1, 7, 64):
         eng = IntEngine(str(model_path), lanes=lanes)
         assert eng.decode(st, bos, [len(c) for c in chunks], first) == chunks
 
@@ -311,3 +313,33 @@ def test_c_frequencies_and_bias_heads_equal_the_predictors(heads):
             for name in ("bias", "ctxb", "recent", "t"):
                 if getattr(ref, name) is not None:
                     assert np.array_equal(getattr(ref, name), getattr(mine, name)), name
+
+
+# -- the default: "auto" is the integer engine wherever it runs the model ----------------------
+
+
+def test_auto_engine_is_int_for_llama_models_and_llama_cpp_otherwise(model_path, tmp_path):
+    import gguf
+
+    import nacrith
+    from nacrith.api import DEFAULT_ENGINE, choose_engine
+    from nacrith.formats import container
+
+    assert DEFAULT_ENGINE == "auto"
+    assert choose_engine("auto", model_path) == "int"
+    assert choose_engine("auto", model_path, skip=60000) == "llama"  # the skip runs on llama.cpp only
+    assert choose_engine("torch", model_path) == "torch"
+    with pytest.raises(ValueError, match="engine must be one of"):
+        choose_engine("fast", model_path)
+    # a GGUF of another architecture: llama.cpp may run it, the integer engine does not
+    other = tmp_path / "other.gguf"
+    w = gguf.GGUFWriter(str(other), "qwen2")
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert choose_engine("auto", other) == "llama"
+    blob = nacrith.compress(b"the default engine", context=48, slide=16, chunk_bytes=200)
+    header, _ = container.read_header(blob)
+    assert header.settings["schedule"] == 3 and header.profile.startswith("nacrith-int ")

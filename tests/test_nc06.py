@@ -21,8 +21,8 @@ def kinds(blob):
 
 def hybrid_blob(raw: bytes, all_text: bool = False) -> bytes:
     """An NC06 frame that keeps its LLM segments even where binary would be smaller."""
-    s = Settings(**SMALL)
-    return nc06.encode_frame(load_model(None, s), s, raw, choose_smaller=False, all_text=all_text)
+    c = nacrith.Compressor(**SMALL)  # the default engine, as nacrith.compress(raw, **SMALL)
+    return nc06.encode_frame(c.lm, c.settings, raw, choose_smaller=False, all_text=all_text)
 
 
 def test_text_goes_to_nc05_and_binary_to_nc06():

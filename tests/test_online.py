@@ -219,7 +219,7 @@ def test_online_golden_file():
     from dataclasses import asdict
 
     kept = {k: v for k, v in asdict(st_).items() if k not in ("schedule", "online")}
-    assert_same_bitstream(nacrith.compress(text, **kept), golden)
+    assert_same_bitstream(nacrith.compress(text, engine=st_.engine, **kept), golden)
 
 
 def test_cli_flags_turn_predictors_off():

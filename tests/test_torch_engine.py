@@ -152,6 +152,12 @@ def test_other_engine_profile_is_refused(text, model_path, monkeypatch):
     api._CACHE.clear()
 
 
+# on CPU the workers share the processor; on CUDA each needs a GPU of its own
+TWO_WORKERS = pytest.mark.skipif(DEVICE == "cuda" and torch.cuda.device_count() < 2,
+                                 reason="two workers on CUDA need two GPUs")
+
+
+@TWO_WORKERS
 def test_workers_give_the_same_bytes(text, model_path):
     """Two worker processes take the groups; the file is the one a single worker makes."""
     one = nacrith.compress(text, model=model_path, gpus=1, **SMALL)
@@ -198,6 +204,7 @@ def test_token_chunks_in_hybrid_frames(model_path):
     assert nacrith.decompress(blob, model=model_path, device=DEVICE) == raw
 
 
+@TWO_WORKERS
 def test_warm_up_on_every_worker(model_path):
     from nacrith.settings import SCHEDULE_GROUPS, Settings
 
