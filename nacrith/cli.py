@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -12,7 +13,7 @@ from typing import Optional
 import typer
 
 from . import api
-from .errors import NacrithError
+from .errors import CorruptDataError, NacrithError
 from .codec import bytecodecs
 from .formats import container, nc05
 from .settings import ENGINES, TORCH_DEFAULTS, Settings
@@ -59,7 +60,7 @@ class _Progress:
             self.bar.close()
 
 
-def _write_atomic(path: Path, data_iter, force: bool) -> int:
+def _write_atomic(path: Path, data_iter, force: bool, like: Path | None = None) -> int:
     """Write an iterable of bytes atomically (see _atomic); one clear line if the file exists."""
 
     def fill(write):
@@ -70,7 +71,7 @@ def _write_atomic(path: Path, data_iter, force: bool) -> int:
         return size
 
     try:
-        return _atomic(path, force, fill)
+        return _atomic(path, force, fill, like)
     except FileExistsError as exc:
         _fail(str(exc))
 
@@ -127,7 +128,7 @@ def compress(
         prog = _Progress(len(data), "compress", show=not quiet)
         t0 = time.perf_counter()
         try:
-            size = _write_atomic(out, comp.iter_frames(data, prog), force)
+            size = _write_atomic(out, comp.iter_frames(data, prog), force, like=file)
         finally:
             prog.close()
         dt = time.perf_counter() - t0
@@ -173,7 +174,7 @@ def decompress(
         finally:
             prog.close()
         dt = time.perf_counter() - t0
-        size = _write_atomic(output, parts, force)
+        size = _write_atomic(output, parts, force, like=file)
     except (NacrithError, ValueError, FileNotFoundError) as exc:
         _fail(f"{file}: {exc}")
     if not quiet:
@@ -384,10 +385,11 @@ class _Counting:
         return b
 
 
-def _atomic(path: Path, force: bool, fn):
+def _atomic(path: Path, force: bool, fn, like: Path | None = None):
     """Run fn(write) into a temporary file beside `path`, renamed into place only when
     complete: an error or Ctrl-C leaves no partial output, and nothing is replaced
-    without `force`."""
+    without `force`. With `like`, the output takes its permission bits and times (as
+    gzip does) before it appears."""
     if path.exists() and not force:
         raise FileExistsError(f"{path} already exists; use -f/--force to overwrite")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
@@ -396,6 +398,8 @@ def _atomic(path: Path, force: bool, fn):
             result = fn(f.write)
             f.flush()
             os.fsync(f.fileno())
+        if like is not None:
+            shutil.copystat(like, tmp)
         if path.exists() and not force:
             raise FileExistsError(f"{path} already exists; use -f/--force to overwrite")
         os.replace(tmp, path)
@@ -408,8 +412,8 @@ def _atomic(path: Path, force: bool, fn):
     return result
 
 
-def _to_file(job: "_Job", path: Path, fn):
-    return _atomic(path, job.o["force"], fn)
+def _to_file(job: "_Job", path: Path, fn, like: Path | None = None):
+    return _atomic(path, job.o["force"], fn, like)
 
 
 def _raw_total(path: Path) -> int | None:
@@ -421,9 +425,20 @@ def _raw_total(path: Path) -> int | None:
         return None
 
 
-def _verify_structure(path: Path) -> None:
-    """Every CRC, marker and length of a written .nc file, without decoding."""
-    list(container.iter_frames(memoryview(path.read_bytes())))
+def _verify_round_trip(job: "_Job", packed: Path, original: Path) -> None:
+    """Decode `packed` (as -t does) and compare the SHA-256 of what comes out with the
+    original's; a difference raises, and the original is kept."""
+    import hashlib
+
+    want = hashlib.sha256()
+    with original.open("rb") as f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            want.update(block)
+    got = hashlib.sha256()
+    with packed.open("rb") as f:
+        job.decompress_stream(f, got.update, None, f"{packed.name}: check")
+    if got.digest() != want.digest():
+        raise CorruptDataError(f"{packed} does not decode to {original}; {original} kept")
 
 
 def _one(job: _Job, name: str) -> None:
@@ -478,7 +493,7 @@ def _one(job: _Job, name: str) -> None:
             n_in, n_out = run(src, sys.stdout.buffer.write, total, label)
             sys.stdout.buffer.flush()
         else:
-            n_in, n_out = _to_file(job, out_path, lambda write: run(src, write, total, label))
+            n_in, n_out = _to_file(job, out_path, lambda write: run(src, write, total, label), like=src_path)
     finally:
         if not stdin:
             src.close()
@@ -489,7 +504,9 @@ def _one(job: _Job, name: str) -> None:
             + ("" if out_path is None else f" -> {out_path}"))
     if o["rm"] and out_path is not None:
         if not decompress_mode:
-            _verify_structure(out_path)
+            # the input goes only once its .nc file decoded back to the same bytes (a
+            # decompression checks every chunk and frame digest on its way, so its input may go)
+            _verify_round_trip(job, out_path, src_path)
         src_path.unlink()
 
 
@@ -500,7 +517,7 @@ def main_command(
     compress_: bool = typer.Option(False, "-z", "--compress", help="compress (the default)"),
     stdout: bool = typer.Option(False, "-c", "--stdout", help="write to stdout, keep the input"),
     keep: bool = typer.Option(True, "-k", "--keep", help="keep the input (the default)"),
-    rm: bool = typer.Option(False, "--rm", help="remove the input after the output is written and checked"),
+    rm: bool = typer.Option(False, "--rm", help="remove the input once the output is complete and checked: a compressed file must decode back to the input's SHA-256 (as -t would; this costs a decompression)"),
     force: bool = typer.Option(False, "-f", "--force", help="overwrite outputs; write compressed data to a terminal"),
     test: bool = typer.Option(False, "-t", "--test", help="decode and verify, write nothing"),
     list_: bool = typer.Option(False, "-l", "--list", help="one row per .nc file from its headers (frames, sizes, bpb, engine, model); -v adds every frame's header"),

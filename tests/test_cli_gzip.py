@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DATA = Path(__file__).parent / "data"
 NAC = f"{shlex.quote(sys.executable)} -m nacrith.cli"
 DEFAULT_SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -205,3 +207,45 @@ def test_version_names_formats_engines_and_the_model(tmp_path):
     assert f"int (arithmetic version {spec.VERSION})" in r.stdout
     assert "3 (int)" in r.stdout and "1 (llama)" in r.stdout
     assert model_sha256(default_model_path()) in lines[-1]
+
+
+def test_outputs_keep_the_inputs_mode_and_time(tmp_path):
+    src = tmp_path / "m.txt"
+    src.write_bytes(b"keep my mode and time")
+    os.chmod(src, 0o640)
+    os.utime(src, (1_600_000_000, 1_600_000_000))
+    assert sh(f"{NAC} {SMALL} m.txt", tmp_path).returncode == 0
+    packed = tmp_path / "m.txt.nc"
+    assert packed.stat().st_mode & 0o777 == 0o640 and packed.stat().st_mtime == 1_600_000_000
+    os.chmod(packed, 0o604)
+    src.unlink()
+    assert sh(f"{NAC} -d m.txt.nc", tmp_path).returncode == 0
+    assert src.stat().st_mode & 0o777 == 0o604 and src.stat().st_mtime == 1_600_000_000
+    # the subcommands as well
+    assert sh(f"{NAC} compress {SMALL} m.txt -o n.nc", tmp_path).returncode == 0
+    assert (tmp_path / "n.nc").stat().st_mode & 0o777 == 0o604
+
+
+def test_rm_keeps_the_input_unless_the_output_decodes_back_to_it(tmp_path, monkeypatch):
+    """A structurally valid .nc file of other bytes (here: a compressor that codes the
+    wrong data) must not cost the input: --rm decodes and compares digests first."""
+    import nacrith
+    from nacrith import cli
+
+    src = tmp_path / "r.txt"
+    src.write_bytes(b"the real input")
+    wrong = nacrith.compress(b"other bytes", context=48, slide=16, chunk_bytes=200)
+
+    def bad_stream(self, source, write, total=None, label=""):
+        data = source.read()
+        write(wrong)
+        return len(data), len(wrong)
+
+    monkeypatch.setattr(cli._Job, "compress_stream", bad_stream)
+    opts = dict(decompress=False, stdout=False, rm=True, force=False, test=False, list=False, quiet=True,
+                verbose=False, model=None, fmt="auto", context=48, slide=16, chunk_bytes=200, lanes=None,
+                chunk_tokens=None, threads=None, engine="auto", device=None, gpus=None, predictors={})
+    with pytest.raises(nacrith.CorruptDataError, match="kept"):
+        cli._one(cli._Job(opts), str(src))
+    assert src.read_bytes() == b"the real input"
+    assert (tmp_path / "r.txt.nc").read_bytes() == wrong  # complete and valid, only not this input
