@@ -223,6 +223,9 @@ def main(argv=None) -> None:
         # a kept row counts when its label and the settings its file stored match (so
         # rows measured before a setting existed still count where it is off)
         rows = [r for r in kept if r["label"] == label and r["settings"] == _header(cfg)]
+        for r in rows:  # the classic compressors as measured here (a kept row may come from a
+            # machine that lacks zstd or brotli; their sizes are the same anywhere)
+            r["baselines"] = base[next(f for f in args.files if Path(f).name == r["file"])]
         have = {r["file"] for r in rows}
         todo = [f for f in args.files if Path(f).name not in have]
 
