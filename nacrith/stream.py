@@ -213,11 +213,22 @@ class NacrithFile(io.BufferedIOBase):
         self._fp.write(self._comp.compress(view))
         return view.nbytes
 
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return super().__exit__(exc_type, exc, tb)
+
+    def abort(self):
+        """Close without the final frame: a writer interrupted by an exception must leave
+        a stream that reads as incomplete (TruncatedDataError), not a shorter valid one."""
+        self._aborted = True
+        self.close()
+
     def close(self):
         if self._closed:
             return
         try:
-            if self._mode == "w":
+            if self._mode == "w" and not getattr(self, "_aborted", False):
                 self._fp.write(self._comp.flush())
         finally:
             self._closed = True
@@ -244,5 +255,14 @@ def open(filename, mode: str = "rb", *, model=None, threads=None, format: str = 
     else:
         f = NacrithFile(filename, raw_mode, decompressor=Decompressor(model=model, threads=threads))
     if "t" in mode:
-        return io.TextIOWrapper(f, encoding, errors, newline)
+        return _TextFile(f, encoding, errors, newline)
     return f
+
+
+class _TextFile(io.TextIOWrapper):
+    """Text mode: an exception inside `with` aborts the stream as in binary mode."""
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self.buffer.writable():
+            self.buffer.abort()
+        return super().__exit__(exc_type, exc, tb)

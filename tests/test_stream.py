@@ -105,3 +105,28 @@ def test_open_mode_errors():
         nacrith.open(io.BytesIO(), "rbt")
     with pytest.raises(ValueError):
         nacrith.open(io.BytesIO(), "rb", encoding="utf-8")
+
+
+@pytest.mark.parametrize("mode", ["wb", "wt"])
+def test_an_exception_inside_with_leaves_a_stream_that_reads_as_incomplete(tmp_path, small, mode):
+    """Closing on an exception writes no final frame: the partial stream is refused as
+    truncated, never decoded as a shorter valid one. Without the exception it is complete."""
+    piece = "first part, then trouble. " * 12
+    data = piece if mode == "wt" else piece.encode()
+    bad, good = tmp_path / "bad.nc", tmp_path / "good.nc"
+    # frame_bytes small enough that a frame is written before the failure
+    opts = dict(small, frame_bytes=200)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with nacrith.open(bad, mode, **opts) as f:
+            f.write(data)
+            f.write(data)
+            raise RuntimeError("interrupted")
+    with nacrith.open(good, mode, **opts) as f:
+        f.write(data)
+        f.write(data)
+    blob = bad.read_bytes()
+    # text mode may not have passed anything down yet (TextIOWrapper buffers 8 KiB): an empty file
+    assert (blob or mode == "wt") and good.read_bytes().startswith(blob[:16])
+    with pytest.raises(nacrith.TruncatedDataError):
+        nacrith.decompress(blob)
+    assert nacrith.decompress(good.read_bytes()) == (data + data if mode == "wb" else (data + data).encode())
