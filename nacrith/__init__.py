@@ -3,8 +3,11 @@
 from .api import Compressor, Decompressor, compress, decompress
 from .errors import (
     CorruptDataError,
+    EngineError,
     ModelMismatchError,
     NacrithError,
+    NonFiniteLogitsError,
+    OutOfMemoryError,
     TruncatedDataError,
     UnsupportedInputError,
 )
@@ -28,4 +31,7 @@ __all__ = [
     "TruncatedDataError",
     "ModelMismatchError",
     "UnsupportedInputError",
+    "EngineError",
+    "NonFiniteLogitsError",
+    "OutOfMemoryError",
 ]

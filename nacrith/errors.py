@@ -24,3 +24,15 @@ class ModelMismatchError(NacrithError):
 
 class UnsupportedInputError(NacrithError):
     """The input cannot be stored in the requested format (e.g. non-text as NC05)."""
+
+
+class EngineError(NacrithError, RuntimeError):
+    """The model could not be evaluated (a backend failed)."""
+
+
+class NonFiniteLogitsError(EngineError, FloatingPointError):
+    """A float engine produced NaN or infinite logits; nothing is coded from them."""
+
+
+class OutOfMemoryError(NacrithError, MemoryError):
+    """An engine could not allocate what the settings need."""

@@ -44,8 +44,16 @@ def test_order_follows_logits():
 def test_non_finite_logits_are_refused():
     x = np.zeros(8, dtype=np.float32)
     x[3] = np.nan
-    with pytest.raises(FloatingPointError):
+    import nacrith
+
+    # a NacrithError like every failure of the library, and still a FloatingPointError
+    with pytest.raises(nacrith.NonFiniteLogitsError) as info:
         q.frequencies(x)
+    assert isinstance(info.value, nacrith.NacrithError) and isinstance(info.value, FloatingPointError)
+    import torch
+
+    with pytest.raises(nacrith.NacrithError):
+        q.frequencies_torch(torch.from_numpy(x))
 
 
 def test_exp2_table_is_the_reference():

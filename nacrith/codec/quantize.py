@@ -22,6 +22,8 @@ import hashlib
 
 import numpy as np
 
+from ..errors import NonFiniteLogitsError
+
 PRECISION = 24
 TOTAL = 1 << PRECISION
 LOGIT_BITS = 16
@@ -75,7 +77,7 @@ def fixed(logits):
             return logits
         x = np.asarray(logits, dtype=np.float32)
         if not np.all(np.isfinite(x)):
-            raise FloatingPointError("model produced non-finite logits")
+            raise NonFiniteLogitsError("model produced non-finite logits")
         return np.floor(x * np.float32(1 << LOGIT_BITS)).astype(np.int64)
     import torch
 
@@ -124,7 +126,7 @@ def frequencies_torch(logits):
     from ..xp import TorchOps
 
     if logits.dtype != torch.int64 and not bool(torch.isfinite(logits.float()).all()):
-        raise FloatingPointError("model produced non-finite logits")
+        raise NonFiniteLogitsError("model produced non-finite logits")
     q = fixed(logits)
     squeeze = q.dim() == 1
     f = freqs_fixed(TorchOps(q.device), q.unsqueeze(0) if squeeze else q, table_torch(q.device))

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from ...codec.quantize import EXP2_TABLE
+from ...errors import OutOfMemoryError
 from .ops import NumpyOps
 from .reference import KVCache
 
@@ -134,7 +135,7 @@ class Native:
         rc = self.lib.nc_forward(ctypes.byref(self.model), ctypes.byref(self._cache), T, _ptr(h), *map(_ptr, args),
                                  _ptr(a), _ptr(e), self.threads)
         if rc:
-            raise MemoryError("integer engine: out of memory")
+            raise OutOfMemoryError("integer engine: out of memory")
         return a.astype(np.int64), e
 
     def logits(self, a, e):
@@ -144,7 +145,7 @@ class Native:
         out = self.panels[-1]
         z = np.empty((T, out.c.N), dtype=np.int64)
         if self.lib.nc_logits(ctypes.byref(self.model), T, _ptr(a16), _ptr(e64), _ptr(z), self.threads):
-            raise MemoryError("integer engine: out of memory")
+            raise OutOfMemoryError("integer engine: out of memory")
         return z[:, : out.n] if out.n != out.c.N else z
 
     def matmul(self, index: int, a) -> np.ndarray:
@@ -153,7 +154,7 @@ class Native:
         a16 = np.ascontiguousarray(a, dtype=np.int16)
         y = np.empty((a16.shape[0], p.c.N), dtype=np.float64)
         if self.lib.nc_matmul(ctypes.byref(p.c), a16.shape[0], _ptr(a16), _ptr(y), self.threads):
-            raise MemoryError("integer engine: out of memory")
+            raise OutOfMemoryError("integer engine: out of memory")
         return y[:, : p.n].astype(np.int64)
 
 
@@ -180,7 +181,7 @@ def code_rows(z, lanes, pred, target=None, slots=None, threads: int = 1):
                           nul if bias is None else _ptr(bias), nul if ctxb is None else _ptr(ctxb), _ptr(prev),
                           _ptr(tcount), blr, clr, _ptr(_EXP2), _ptr(start), _ptr(freq), _ptr(sym), threads)
     if rc:
-        raise MemoryError("integer engine: out of memory")
+        raise OutOfMemoryError("integer engine: out of memory")
     if pred is not None:
         pred.recent[:, -1] = prev
     return start, freq, sym

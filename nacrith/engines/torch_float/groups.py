@@ -24,7 +24,7 @@ import torch
 
 from ...codec import rans
 from ...codec.quantize import PRECISION, freqs_torch, lookup_freqs_torch, lookup_torch, search_freqs_torch, search_torch, table_torch
-from ...errors import CorruptDataError
+from ...errors import CorruptDataError, NonFiniteLogitsError
 from ...predictors.online import Online
 from ...settings import Settings
 from ...xp import TorchOps
@@ -179,7 +179,7 @@ class GroupRunner:
 
     def _check_finite(self) -> None:
         if bool(self.bad):
-            raise FloatingPointError("the model produced non-finite logits")
+            raise NonFiniteLogitsError("the model produced non-finite logits")
 
     # -- public -----------------------------------------------------------------------
 
