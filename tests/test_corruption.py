@@ -147,3 +147,41 @@ def test_golden_file_is_reproduced_by_the_encoder():
     st = Settings.from_header(header.settings)
     kept = {k: v for k, v in asdict(st).items() if k not in ("schedule", "online")}
     assert_same_bitstream(nacrith.compress(text, engine=st.engine, **kept), golden)
+
+
+def test_a_bad_chunk_stops_the_decoder_when_it_ends(small):
+    """Each chunk is checked as its last token arrives: a chunk of the right length but the
+    wrong bytes stops decoding there, before any other chunk is decoded."""
+    import types
+
+    from nacrith.formats import nc05
+
+    c = nacrith.Compressor(**dict(small, reflow=0))
+    blob = c.compress((DATA / "golden.txt").read_bytes()[:600])
+    header, payloads = next(container.iter_frames(memoryview(blob)))
+    st = Settings.from_header(header.settings)
+    counts = [e.n_tokens for e in header.entries]
+    assert len(counts) >= 3
+    good = c.lm.engine.decode(st, c.lm.model.bos, counts, list(payloads))
+    pieces = c.lm.model.pieces()
+    last = good[0][-1]
+    swap = next(j for j in range(len(pieces)) if len(pieces[j]) == len(pieces[last]) and pieces[j] != pieces[last])
+    bad = [list(t) for t in good]
+    bad[0][-1] = swap  # same length, other bytes: only the CRC can tell
+    reached = []
+
+    class Damaged:
+        def decode(self, settings, bos, counts, payloads, progress=None, check=None):
+            for ci, toks in enumerate(bad):  # chunk by chunk, as a decoder with one lane would
+                for tok in toks:
+                    reached.append(ci)
+                    check(ci, tok)
+            return bad
+
+    lm = types.SimpleNamespace(model=c.lm.model, engine=Damaged())
+    with pytest.raises(nacrith.CorruptDataError, match="chunk 0: checksum mismatch"):
+        nc05.decode_llm(lm, st, header.entries, list(payloads))
+    assert set(reached) == {0}
+    # undamaged, every chunk comes back
+    bad[0][-1] = last
+    assert b"".join(nc05.decode_llm(lm, st, header.entries, list(payloads))) == (DATA / "golden.txt").read_bytes()[:600]

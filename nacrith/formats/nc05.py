@@ -249,27 +249,32 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
             mode, flags, payloads[i] = reflow.unpack(payloads[i])
             unwrapped[i] = (mode, flags)
     pieces = lm.model.pieces()
+    escapes = byte_tokens(lm.model)
+    counts = [e.n_tokens for e in entries]
     out_len = [0] * len(entries)
+    seen: list[list[int]] = [[] for _ in entries]
+    done: dict[int, bytes] = {}
 
     def check(ci, tok):
         out_len[ci] += len(pieces[tok])
         if out_len[ci] > entries[ci].raw_len:
             raise CorruptDataError(f"chunk {ci}: decoded data is longer than recorded")
+        seen[ci].append(tok)
+        if len(seen[ci]) == counts[ci]:
+            # the chunk is complete: verify it now, so that damage stops the decoder at the
+            # first bad chunk rather than after the whole frame (hours on a CPU)
+            done[ci] = _finish(pieces, escapes, settings, ci, entries[ci], seen[ci], unwrapped[ci])
 
-    counts = [e.n_tokens for e in entries]
     tokens = lm.engine.decode(settings, lm.model.bos, counts, payloads, progress, check)
-    return _finish(lm, settings, entries, tokens, unwrapped)
+    return [done[i] if i in done else _finish(pieces, escapes, settings, i, e, toks, u)
+            for i, (e, toks, u) in enumerate(zip(entries, tokens, unwrapped))]
 
 
-def _finish(lm, settings: Settings, entries, out_tokens, unwrapped) -> list[bytes]:
-    pieces = lm.model.pieces()
-    escapes = byte_tokens(lm.model)
-    out = []
-    for i, (e, toks, u) in enumerate(zip(entries, out_tokens, unwrapped)):
-        raw = escapes.detokenize(pieces, toks)
-        if u is not None:
-            raw = reflow.restore(u[0], raw, u[1], settings.reflow)
-        if len(raw) != e.raw_len or crc32(raw) != e.raw_crc32:
-            raise CorruptDataError(f"chunk {i}: checksum mismatch after decoding")
-        out.append(raw)
-    return out
+def _finish(pieces, escapes, settings: Settings, i: int, e, toks, unwrapped) -> bytes:
+    """Chunk i's bytes from its tokens, checked against its length and CRC-32."""
+    raw = escapes.detokenize(pieces, toks)
+    if unwrapped is not None:
+        raw = reflow.restore(unwrapped[0], raw, unwrapped[1], settings.reflow)
+    if len(raw) != e.raw_len or crc32(raw) != e.raw_crc32:
+        raise CorruptDataError(f"chunk {i}: checksum mismatch after decoding")
+    return raw
