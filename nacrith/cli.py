@@ -162,10 +162,7 @@ def decompress(
     blob = _read(file)
     try:
         dec = api.Decompressor(model=model, threads=threads, device=device, gpus=gpus)
-        try:
-            total = sum(h.raw_size for h, _ in container.iter_frames(memoryview(blob)))
-        except NacrithError:
-            total = 0  # the decoder reports the damage itself
+        total = _header_total(blob) or 0  # unreadable: no bar; the decoder reports the damage
         prog = _Progress(total, "decompress", show=not quiet)
         t0 = time.perf_counter()
         try:
@@ -416,12 +413,19 @@ def _to_file(job: "_Job", path: Path, fn, like: Path | None = None):
     return _atomic(path, job.o["force"], fn, like)
 
 
-def _raw_total(path: Path) -> int | None:
-    """The original size a .nc file's headers promise (for the progress bar), None if
+def _header_total(blob: bytes) -> int | None:
+    """The original size the headers of .nc data promise (for the progress bar), None if
     they cannot be read: decoding then reports what is wrong."""
     try:
-        return sum(h.raw_size for h, _ in container.iter_frames(memoryview(path.read_bytes())))
-    except (NacrithError, OSError):
+        return sum(h.raw_size for h, _ in container.iter_frames(memoryview(blob)))
+    except NacrithError:
+        return None
+
+
+def _raw_total(path: Path) -> int | None:
+    try:
+        return _header_total(path.read_bytes())
+    except OSError:
         return None
 
 
