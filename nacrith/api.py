@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -12,7 +13,8 @@ from .codec import bytecodecs
 from .formats import container, nc05, nc06
 from .segments import all_text
 from .modelfile import model_sha256, resolve_model
-from .engines.llama_cpp import LlamaEngine, LlamaModel
+from .engines import Exclusive
+from .engines.llama_cpp import ContextFloats, LlamaEngine, LlamaModel, context_floats
 from .predictors.online import MAX_SKIP
 from .settings import INT_DEFAULTS, SCHEDULES, TORCH_DEFAULTS, Settings
 
@@ -32,6 +34,7 @@ class LoadedModel:
 
 _CACHE: dict[tuple, LoadedModel] = {}
 _CACHE_SIZE = 3  # contexts kept alive; each holds a KV cache of context * lanes cells
+_CACHE_LOCK = threading.Lock()  # threads may load models at once; one of them fills a slot
 
 
 def load_model(
@@ -40,13 +43,21 @@ def load_model(
     threads: int | None = None,
     device: str | None = None,
     gpus: int | None = None,
+    floats=None,
 ) -> LoadedModel:
     """Load (or reuse) a model whose context fits `settings` (window and lanes).
 
     The torch engine (settings.engine == "torch") runs on `device` ("cuda", "cpu";
     default: cuda if there is one) over `gpus` GPUs (default: all visible). The integer
     engine runs its C kernels on the CPU, or its torch backend on `device` if one is
-    named; the integers, and so the files, are the same."""
+    named; the integers, and so the files, are the same. The engine is shared, and
+    safe to use from several threads (engines.Exclusive). `floats`: the llama.cpp
+    context's ContextFloats (a decoder passes the file's; default: LlamaModel's rule)."""
+    with _CACHE_LOCK:
+        return _load_model(path, settings, threads, device, gpus, floats)
+
+
+def _load_model(path, settings, threads, device, gpus, floats) -> LoadedModel:
     p = resolve_model(path)
     st = p.stat()
     if settings.engine == "torch":
@@ -55,8 +66,10 @@ def load_model(
         key = (str(p), st.st_size, st.st_mtime_ns, "int", threads, device)
     else:
         # with the LLM skip a lane may bring up to MAX_SKIP + 1 tokens to one batch
-        batch = settings.lanes * (MAX_SKIP + 1) if settings.skip else None
-        key = (str(p), st.st_size, st.st_mtime_ns, settings.context, settings.lanes, threads, batch)
+        if floats is None:
+            batch = settings.lanes * (MAX_SKIP + 1) if settings.skip else max(settings.lanes, 32)
+            floats = ContextFloats(batch, batch)
+        key = (str(p), st.st_size, st.st_mtime_ns, settings.context, settings.lanes, threads, floats)
     lm = _CACHE.pop(key, None)
     if lm is None:
         while len(_CACHE) >= _CACHE_SIZE:
@@ -80,9 +93,12 @@ def load_model(
                 raise ModelMismatchError("the model's tokenizer and its embedding disagree on the vocabulary size")
             lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
         else:
-            m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads, n_batch=batch)
+            if floats.batch < settings.lanes * (MAX_SKIP + 1 if settings.skip else 1):
+                raise CorruptDataError("the llama.cpp batch named in the header cannot hold a step of every lane")
+            m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads, floats=floats)
             eng = LlamaEngine(m)
             lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
+        lm.engine = Exclusive(lm.engine)
     _CACHE[key] = lm  # most recently used last
     return lm
 
@@ -237,7 +253,13 @@ class Decompressor:
             settings = Settings.from_header(header.settings)
             path = resolve_model(self.model_path)
             check_model_digest(header, path)
-            lm = load_model(path, settings, self.threads, self.device, self.gpus)
+            floats = None
+            if settings.engine == "llama":
+                try:  # the context is made as the file's was (batch, flash attention, KV layout)
+                    floats = context_floats(header.profile)
+                except ValueError as exc:
+                    raise ModelMismatchError(str(exc)) from None
+            lm = load_model(path, settings, self.threads, self.device, self.gpus, floats)
             if settings.engine == "int" and header.profile != lm.profile:
                 raise ModelMismatchError(
                     f"the file was made by '{header.profile}', this nacrith runs '{lm.profile}' "

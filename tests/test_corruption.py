@@ -185,3 +185,65 @@ def test_a_bad_chunk_stops_the_decoder_when_it_ends(small):
     # undamaged, every chunk comes back
     bad[0][-1] = last
     assert b"".join(nc05.decode_llm(lm, st, header.entries, list(payloads))) == (DATA / "golden.txt").read_bytes()[:600]
+
+
+def _forge_entry(blob, i, **fields):
+    """The frame with table entry i's fields changed (and raw_size kept consistent), every
+    CRC recomputed, so only the bounds checks behind the CRCs can refuse it."""
+    header, payload_pos = container.read_header(blob)
+    body_len = struct.unpack_from("<I", blob, 8)[0]
+    table_pos = 16 + body_len
+    entries = list(header.entries)
+    e = entries[i]
+    entries[i] = container.Entry(**{**e.__dict__, **fields})
+    out = bytearray(blob)
+    raw_size = sum(x.raw_len for x in entries)
+    struct.pack_into("<Q", out, 12, raw_size)
+    struct.pack_into("<I", out, 12 + body_len, container.crc32(bytes(out[: 12 + body_len])))
+    table = b"".join(container._ENTRY.pack(x.type, x.codec, 0, x.raw_len, x.n_tokens, x.coded_len, x.raw_crc32)
+                     for x in entries)
+    out[table_pos : table_pos + len(table)] = table
+    struct.pack_into("<I", out, table_pos + len(table), container.crc32(table))
+    return bytes(out)
+
+
+def test_a_forged_token_count_is_refused_before_the_model_runs(blob, monkeypatch):
+    """A few coded bytes cannot hold millions of tokens: such a header (valid CRCs) is
+    refused by the parser, before any buffer is sized or model step is run from it."""
+    from nacrith.engines.integer import coding
+
+    e = container.read_header(blob)[0].entries[0]
+    forged = _forge_entry(blob, 0, raw_len=1 << 27, n_tokens=1 << 28)
+    calls = []
+    monkeypatch.setattr(coding, "load_weights", lambda *a, **k: calls.append(a))
+    with pytest.raises(nacrith.CorruptDataError, match="more tokens"):
+        container.read_header(forged)
+    with pytest.raises(nacrith.CorruptDataError, match="more tokens"):
+        nacrith.decompress(forged)
+    assert not calls  # no model was loaded for it
+    # within the coded bytes' bound but more bytes than the tokens can spell: refused
+    # before decoding (the longest SmolLM2 token is far shorter than 2**20 bytes)
+    spelled = _forge_entry(blob, 0, raw_len=min(e.n_tokens << 20, container.MAX_ENTRY_RAW), n_tokens=e.n_tokens)
+    with pytest.raises(nacrith.CorruptDataError, match="cannot spell"):
+        nacrith.decompress(spelled)
+
+
+def test_the_token_bound_holds_for_the_most_compressible_coding():
+    """The bound is information-theoretic: a token coded at the largest frequency the
+    quantiser ever gives (TOTAL - V + 1) costs the fewest bits, and even a long run of
+    them stays inside max_tokens, with a bound tight to within a factor of two."""
+    import numpy as np
+
+    from nacrith.codec import quantize, rans
+
+    vocab = 49152
+    n = 60000
+    top = quantize.TOTAL - vocab + 1
+    payload = rans.encode_lanes(np.zeros((n, 1), np.int64), np.full((n, 1), top, np.int64), [n])[0]
+    assert n <= quantize.max_tokens(len(payload), vocab) < 2 * n + quantize.max_tokens(0, vocab)
+    # and a real file of the most predictable text the model sees keeps far inside it
+    raw = b"a" * 3000
+    blob = nacrith.compress(raw, context=48, slide=16, chunk_bytes=3000)
+    for e in container.read_header(blob)[0].entries:
+        assert e.n_tokens <= quantize.max_tokens(e.coded_len, 49152)
+    assert nacrith.decompress(blob) == raw

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import decimal
 import hashlib
+import math
 
 import numpy as np
 
@@ -131,6 +132,18 @@ def frequencies_torch(logits):
     squeeze = q.dim() == 1
     f = freqs_fixed(TorchOps(q.device), q.unsqueeze(0) if squeeze else q, table_torch(q.device))
     return f[0] if squeeze else f
+
+
+def max_tokens(coded_bytes: int, vocab: int) -> int:
+    """The most tokens that `coded_bytes` of coded data can hold over a vocabulary of
+    `vocab`: every token keeps a frequency >= 1, so even the most probable one costs
+    at least log2(TOTAL / (TOTAL - vocab + 1)) bits. A count above this bound cannot come
+    from an encoder (with 256 bits for the coders' state and a 1% margin), so a
+    header claiming one is forged or damaged; no decoder runs the model for it."""
+    if not 2 <= vocab < TOTAL:
+        return 0
+    floor_bits = math.log2(TOTAL / (TOTAL - vocab + 1))
+    return int((8 * coded_bytes + 256) * 1.01 / floor_bits)
 
 
 def cost_bits(freqs: np.ndarray, symbol: int) -> float:

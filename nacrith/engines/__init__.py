@@ -41,3 +41,33 @@ class Engine(Protocol):
     def decode(self, settings, bos: int, counts: list[int], payloads: list[bytes],
                progress: Progress | None = None, check: Check | None = None) -> list[list[int]]:
         """The token lists back; damaged data raises CorruptDataError."""
+
+
+class Exclusive:
+    """An engine that one caller drives at a time.
+
+    An engine holds mutable model state (llama.cpp's context and KV cache, the
+    integer engine's lanes, the torch workers), and api.load_model shares one engine
+    between every Compressor and Decompressor with the same model and shape. Two
+    threads driving it at once would interleave their tokens in one KV cache, so
+    each call takes the engine's lock; the calls of other threads wait their turn
+    (the engines use every core already). Everything else reads through."""
+
+    def __init__(self, engine):
+        self.inner = engine
+        self.lock = threading.RLock()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode(self, *args, **kwargs):
+        with self.lock:
+            return self.inner.encode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        with self.lock:
+            return self.inner.decode(*args, **kwargs)
+
+    def warm_up(self, *args, **kwargs):
+        with self.lock:
+            return self.inner.warm_up(*args, **kwargs)

@@ -31,6 +31,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from ..codec.quantize import max_tokens
 from ..errors import CorruptDataError, TruncatedDataError
 from . import profile_words
 
@@ -262,6 +263,8 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
         raise CorruptDataError("frame header has trailing bytes")
     if raw_size > MAX_FRAME_RAW or n_entries > MAX_ENTRIES or n_entries > raw_size:
         raise CorruptDataError("frame header sizes are out of range")
+    if uses_model and not max_tokens(1, vocab):
+        raise CorruptDataError(f"frame header vocabulary size {vocab} is out of range")
     table = r.take(n_entries * _ENTRY.size, "chunk table")
     (table_crc,) = _U32.unpack(r.take(4, "chunk table checksum"))
     if crc32(table) != table_crc:
@@ -274,6 +277,11 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
         # < 32 bits, and the byte codecs never expand, so larger values are forgeries.
         if reserved or raw_len == 0 or raw_len > MAX_ENTRY_RAW or n_tok > 2 * raw_len or coded > 4 * n_tok + 4 * raw_len + 64:
             raise CorruptDataError(f"chunk table entry {i} is out of range")
+        # The token count sizes the decoder's buffers and its number of model steps, so it
+        # is bounded by the coded bytes actually present (see quantize.max_tokens).
+        if n_tok and (not uses_model or n_tok > max_tokens(coded, vocab)):
+            raise CorruptDataError(f"chunk table entry {i} claims more tokens ({n_tok}) than its "
+                                   f"{coded} coded bytes can hold")
         entries.append(Entry(t, codec, raw_len, n_tok, coded, rcrc))
         total += raw_len
     if total != raw_size:

@@ -251,6 +251,11 @@ def decode_llm(lm, settings: Settings, entries, payloads, progress=None) -> list
     pieces = lm.model.pieces()
     escapes = byte_tokens(lm.model)
     counts = [e.n_tokens for e in entries]
+    longest = max(map(len, pieces))
+    for i, e in enumerate(entries):
+        # n tokens spell at most n * longest bytes (twice that once CRLF is restored)
+        if e.raw_len > e.n_tokens * longest * (1 if unwrapped[i] is None else 2):
+            raise CorruptDataError(f"chunk {i}: {e.n_tokens} tokens cannot spell {e.raw_len} bytes")
     out_len = [0] * len(entries)
     seen: list[list[int]] = [[] for _ in entries]
     done: dict[int, bytes] = {}

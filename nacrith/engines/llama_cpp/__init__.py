@@ -6,7 +6,7 @@ from __future__ import annotations
 from ...codec.rangecoder import Decoder, Encoder
 from ...errors import CorruptDataError
 from .lanes import run_lanes
-from .model import LlamaModel, engine_profile
+from .model import ContextFloats, LlamaModel, context_floats, engine_profile
 
 
 class LlamaEngine:
@@ -14,7 +14,7 @@ class LlamaEngine:
 
     def __init__(self, model: LlamaModel):
         self.model = model
-        self.profile = engine_profile(model.n_threads)
+        self.profile = engine_profile(model.n_threads, model.floats)
 
     def encode(self, settings, bos: int, token_lists, progress=None):
         encoders = [Encoder() for _ in token_lists]
@@ -48,4 +48,4 @@ class LlamaEngine:
         return out
 
 
-__all__ = ["LlamaEngine", "LlamaModel", "engine_profile"]
+__all__ = ["ContextFloats", "LlamaEngine", "LlamaModel", "context_floats", "engine_profile"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import llama_cpp as L
@@ -38,8 +40,56 @@ def _init_backend() -> None:
         _BACKEND_READY = True
 
 
+def amx() -> bool:
+    """Whether llama.cpp would move the weights into its AMX buffers. Its AMX matrix
+    product crashes (SIGSEGV in ggml_backend_amx_mul_mat, llama.cpp issue #20824,
+    seen here on a Sapphire Rapids VM with llama-cpp-python 0.3.36 and SmolLM2 Q4_1),
+    so on such CPUs the weights stay in plain buffers (no AMX, no repacking) and the
+    engine profile says "norepack"."""
+    _init_backend()
+    return "AMX_INT8 = 1" in L.llama_print_system_info().decode("utf-8", "replace")
+
+
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ContextFloats:
+    """The context parameters that change llama.cpp's floats without being settings:
+    the batch and micro-batch sizes (where a batch is split for the kernels), flash
+    attention, and whether sequences share one KV buffer. They are written into the
+    engine profile (" fa b32 u32 kvs") and a decoder builds its context from the
+    file's values. Files from before they were written end their profile with " fa":
+    those were made with flash attention, separate KV buffers and the batch rule of
+    LlamaModel (LEGACY)."""
+
+    batch: int
+    ubatch: int
+    flash: bool = True
+    unified: bool = False
+
+    def spelling(self) -> str:
+        return (f" {'fa' if self.flash else 'nofa'} b{self.batch} u{self.ubatch} "
+                f"{'kvu' if self.unified else 'kvs'}")
+
+
+LEGACY = None  # ContextFloats of a profile written before them: LlamaModel's own rule
+_SPELLING = re.compile(r" (fa|nofa) b(\d{1,6}) u(\d{1,6}) (kvs|kvu)$")
+
+
+def context_floats(profile: str):
+    """The ContextFloats a llama.cpp profile names, LEGACY for an older profile, or a
+    ValueError for one that names them in a way this version does not know."""
+    m = _SPELLING.search(profile)
+    if m is None:
+        if profile.endswith(" fa"):
+            return LEGACY
+        raise ValueError(f"llama.cpp profile '{profile}' does not say how its context was made")
+    batch, ubatch = int(m.group(2)), int(m.group(3))
+    if not 1 <= ubatch <= batch:
+        raise ValueError(f"llama.cpp profile '{profile}' names impossible batch sizes")
+    return ContextFloats(batch, ubatch, m.group(1) == "fa", m.group(4) == "kvu")
 
 
 class LlamaModel:
@@ -53,12 +103,14 @@ class LlamaModel:
         n_threads: int | None = None,
         n_batch: int | None = None,
         vocab_only: bool = False,
+        floats: ContextFloats | None = None,
     ):
         _init_backend()
         self.path = str(path)
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = 0
         mparams.vocab_only = vocab_only  # the torch engine only needs the tokenizer
+        mparams.use_extra_bufts = not amx()  # see amx()
         self.model = L.llama_model_load_from_file(self.path.encode(), mparams)
         if not self.model:
             raise ValueError(f"llama.cpp could not load the model {self.path}")
@@ -70,7 +122,11 @@ class LlamaModel:
         self.n_threads = n_threads or default_threads()
         # Lockstep decoding puts at most n_seq tokens in a batch; a small batch keeps
         # llama.cpp's logits and compute buffers small whatever the window.
-        self.n_batch = n_batch or max(n_seq, 32)
+        if floats is None:
+            batch = n_batch or max(n_seq, 32)
+            floats = ContextFloats(batch, batch)
+        self.floats = floats
+        self.n_batch = floats.batch
         self.ctx = None
         if not vocab_only:
             self._make_context()
@@ -79,13 +135,14 @@ class LlamaModel:
     def _make_context(self) -> None:
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_ctx * self.n_seq
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
+        cparams.n_batch = self.floats.batch
+        cparams.n_ubatch = self.floats.ubatch
         cparams.n_seq_max = self.n_seq
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
-        cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        cparams.kv_unified = False
+        cparams.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.floats.flash
+                                   else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        cparams.kv_unified = self.floats.unified
         cparams.no_perf = True
         self.ctx = L.llama_init_from_model(self.model, cparams)
         if not self.ctx:
@@ -177,12 +234,15 @@ class LlamaModel:
         return out
 
 
-def engine_profile(n_threads: int) -> str:
-    """What, besides the model and settings, decides the logits' exact bits."""
+def engine_profile(n_threads: int, floats: ContextFloats | None = None) -> str:
+    """What, besides the model and settings, decides the logits' exact bits: the build
+    and CPU features, then the context's float parameters (ContextFloats; without
+    them, only " fa", the build part of the profile)."""
     info = L.llama_print_system_info().decode("utf-8", "replace")
     feats = [
         part.split("=")[0].split(":")[-1].strip()
         for part in info.split("|")
         if part.strip().endswith("= 1")
     ]
-    return f"llama.cpp {L.__version__} {platform.machine()} {','.join(feats)} fa"
+    build = f"llama.cpp {L.__version__} {platform.machine()} {','.join(feats)}" + (" norepack" if amx() else "")
+    return build + (" fa" if floats is None else floats.spelling())
