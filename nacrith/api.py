@@ -7,7 +7,8 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from .errors import CorruptDataError, ModelMismatchError, UnsupportedInputError
+from .errors import (CorruptDataError, EngineError, ModelMismatchError, NacrithError, OutOfMemoryError,
+                     UnsupportedInputError)
 from .chunking import split_chunks
 from .codec import bytecodecs
 from .formats import container, nc05, nc06
@@ -54,7 +55,14 @@ def load_model(
     safe to use from several threads (engines.Exclusive). `floats`: the llama.cpp
     context's ContextFloats (a decoder passes the file's; default: LlamaModel's rule)."""
     with _CACHE_LOCK:
-        return _load_model(path, settings, threads, device, gpus, floats)
+        try:
+            return _load_model(path, settings, threads, device, gpus, floats)
+        except NacrithError:
+            raise
+        except MemoryError as exc:
+            raise OutOfMemoryError(f"not enough memory to load the model ({exc})") from exc
+        except RuntimeError as exc:  # torch (CUDA) or llama.cpp failing to start
+            raise EngineError(f"the {settings.engine} engine could not start: {exc}") from exc
 
 
 def _load_model(path, settings, threads, device, gpus, floats) -> LoadedModel:

@@ -323,7 +323,8 @@ class _Job:
     def warn(self, msg: str) -> None:
         if not self.o["quiet"]:
             typer.echo(f"nacrith: {msg}", err=True)
-        self.status = max(self.status, WARNING)
+        if self.status == OK:  # as gzip: an error's status is never replaced by a warning's
+            self.status = WARNING
 
     def error(self, msg: str) -> None:
         typer.echo(f"nacrith: {msg}", err=True)

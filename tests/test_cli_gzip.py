@@ -249,3 +249,43 @@ def test_rm_keeps_the_input_unless_the_output_decodes_back_to_it(tmp_path, monke
         cli._one(cli._Job(opts), str(src))
     assert src.read_bytes() == b"the real input"
     assert (tmp_path / "r.txt.nc").read_bytes() == wrong  # complete and valid, only not this input
+
+
+def test_an_error_is_not_masked_by_a_later_warning(tmp_path):
+    """gzip's exit status: 1 once any file failed, 2 only if there were warnings alone."""
+    (tmp_path / "x.nc").write_bytes(b"not compressed by us")
+    r = sh(f"{NAC} {SMALL} nope.txt x.nc", tmp_path)  # an error, then a warning
+    assert r.returncode == 1, r.stderr
+    assert "nope.txt" in r.stderr and "already has .nc suffix" in r.stderr
+    r = sh(f"{NAC} {SMALL} x.nc", tmp_path)  # the warning alone
+    assert r.returncode == 2, r.stderr
+
+
+def test_a_backend_failure_is_one_line_and_the_other_files_go_on(tmp_path, monkeypatch, capsys):
+    """A RuntimeError inside an engine (as llama.cpp or CUDA raise) fails that file with
+    one line naming it; the next file is still compressed, and the exit status is 1."""
+    from nacrith import cli
+    from nacrith.engines.integer.coding import IntEngine
+
+    texts = {n: (DATA / "golden.txt").read_bytes()[i * 50 : i * 50 + 300] for i, n in enumerate("abc")}
+    for n, t in texts.items():
+        (tmp_path / f"{n}.txt").write_bytes(t)
+    real = IntEngine.encode
+    calls = []
+
+    def flaky(self, settings, bos, token_lists, progress=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        return real(self, settings, bos, token_lists, progress)
+
+    monkeypatch.setattr(IntEngine, "encode", flaky)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main(SMALL.split() + ["--engine", "int", "a.txt", "b.txt", "c.txt"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    lines = [ln for ln in err.splitlines() if ln.startswith("nacrith:")]
+    assert lines == ["nacrith: b.txt: int engine failed: device lost"], err
+    assert (tmp_path / "a.txt.nc").exists() and (tmp_path / "c.txt.nc").exists()
+    assert not (tmp_path / "b.txt.nc").exists() and not list(tmp_path.glob(".b.txt*"))

@@ -25,3 +25,22 @@ def test_concurrent_compressions_equal_the_single_threaded_ones(engine, small):
     assert together == alone
     assert one_object == alone
     assert back == texts
+
+
+def test_backend_failures_are_nacrith_errors(small, monkeypatch):
+    """Every engine call goes through engines.Exclusive: what a backend raises comes out
+    as a NacrithError that is also what it was (RuntimeError, MemoryError)."""
+    from nacrith.engines.integer.coding import IntEngine
+
+    for raised, wanted, also in [
+        (RuntimeError("CUDA error: an illegal memory access"), nacrith.EngineError, RuntimeError),
+        (MemoryError(), nacrith.OutOfMemoryError, MemoryError),
+        (FloatingPointError("overflow"), nacrith.EngineError, RuntimeError),
+    ]:
+        def fail(*a, exc=raised, **k):
+            raise exc
+
+        monkeypatch.setattr(IntEngine, "encode", fail)
+        with pytest.raises(wanted) as info:
+            nacrith.compress(TEXT[:300], engine="int", **small)
+        assert isinstance(info.value, nacrith.NacrithError) and isinstance(info.value, also)

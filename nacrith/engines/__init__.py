@@ -20,6 +20,8 @@ from __future__ import annotations
 import threading
 from typing import Callable, Protocol
 
+from ..errors import EngineError, NacrithError, OutOfMemoryError
+
 # Set by the CLI's SIGINT handler. KeyboardInterrupt raised while llama.cpp calls
 # back into Python (its log callback) is dropped by ctypes; this flag is not.
 STOP = threading.Event()
@@ -44,14 +46,18 @@ class Engine(Protocol):
 
 
 class Exclusive:
-    """An engine that one caller drives at a time.
+    """An engine that one caller drives at a time, and whose failures are NacrithErrors.
 
     An engine holds mutable model state (llama.cpp's context and KV cache, the
     integer engine's lanes, the torch workers), and api.load_model shares one engine
     between every Compressor and Decompressor with the same model and shape. Two
     threads driving it at once would interleave their tokens in one KV cache, so
     each call takes the engine's lock; the calls of other threads wait their turn
-    (the engines use every core already). Everything else reads through."""
+    (the engines use every core already). Everything else reads through.
+
+    What a backend raises (llama.cpp's RuntimeError, torch's CUDA errors, numpy's
+    MemoryError) comes out as EngineError or OutOfMemoryError, so that catching
+    NacrithError is always enough."""
 
     def __init__(self, engine):
         self.inner = engine
@@ -60,14 +66,24 @@ class Exclusive:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def encode(self, *args, **kwargs):
+    def _call(self, method, args, kwargs):
         with self.lock:
-            return self.inner.encode(*args, **kwargs)
+            try:
+                return getattr(self.inner, method)(*args, **kwargs)
+            except NacrithError:
+                raise
+            except MemoryError as exc:
+                raise OutOfMemoryError(f"{self.inner.name} engine: out of memory ({exc})") from exc
+            except (RuntimeError, FloatingPointError, OSError) as exc:
+                if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+                    raise OutOfMemoryError(f"{self.inner.name} engine: {exc}") from exc
+                raise EngineError(f"{self.inner.name} engine failed: {exc}") from exc
+
+    def encode(self, *args, **kwargs):
+        return self._call("encode", args, kwargs)
 
     def decode(self, *args, **kwargs):
-        with self.lock:
-            return self.inner.decode(*args, **kwargs)
+        return self._call("decode", args, kwargs)
 
     def warm_up(self, *args, **kwargs):
-        with self.lock:
-            return self.inner.warm_up(*args, **kwargs)
+        return self._call("warm_up", args, kwargs)

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ...codec.quantize import EXP2_TABLE
-from ...errors import OutOfMemoryError
+from ...errors import EngineError, OutOfMemoryError
 from .ops import NumpyOps
 from .reference import KVCache
 
@@ -105,7 +105,7 @@ class Native:
     def __init__(self, w, lanes: int, context: int, threads: int | None = None):
         lib = library()
         if lib is None:
-            raise RuntimeError("the integer engine's C kernels are not built")
+            raise EngineError("the integer engine's C kernels are not built")
         self.lib = lib
         self.w = w
         self.ops = NumpyOps()

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import llama_cpp as L
 
+from ...errors import EngineError
+
 _BACKEND_READY = False
 
 
@@ -113,7 +115,7 @@ class LlamaModel:
         mparams.use_extra_bufts = not amx()  # see amx()
         self.model = L.llama_model_load_from_file(self.path.encode(), mparams)
         if not self.model:
-            raise ValueError(f"llama.cpp could not load the model {self.path}")
+            raise EngineError(f"llama.cpp could not load the model {self.path}")
         self.vocab_ptr = L.llama_model_get_vocab(self.model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab_ptr)
         self.bos = L.llama_vocab_bos(self.vocab_ptr)
@@ -146,7 +148,7 @@ class LlamaModel:
         cparams.no_perf = True
         self.ctx = L.llama_init_from_model(self.model, cparams)
         if not self.ctx:
-            raise ValueError("llama.cpp could not create a context")
+            raise EngineError("llama.cpp could not create a context")
         self.mem = L.llama_get_memory(self.ctx)
         self._batch_cap = cparams.n_batch
         self._batch = L.llama_batch_init(self._batch_cap, 0, 1)
@@ -207,7 +209,7 @@ class LlamaModel:
     def shift(self, seq: int, keep: int, drop: int, end: int) -> None:
         """Drop positions [keep, keep+drop) of `seq` and move [keep+drop, end) down by `drop`."""
         if not L.llama_memory_seq_rm(self.mem, seq, keep, keep + drop):
-            raise RuntimeError("llama.cpp refused to remove cache cells")
+            raise EngineError("llama.cpp refused to remove cache cells")
         L.llama_memory_seq_add(self.mem, seq, keep + drop, end, -drop)
 
     def decode(self, tokens, positions, seqs, want) -> np.ndarray:
@@ -225,7 +227,7 @@ class LlamaModel:
             b.logits[i] = 1 if want[i] else 0
         rc = L.llama_decode(self.ctx, b)
         if rc != 0:
-            raise RuntimeError(f"llama_decode failed with code {rc}")
+            raise EngineError(f"llama_decode failed with code {rc}")
         rows = [i for i in range(n) if want[i]]
         out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
         for j, i in enumerate(rows):

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import UnsupportedInputError
+
 
 def _field(reader, key, default=None):
     f = reader.fields.get(key)
     if f is None:
         if default is None:
-            raise ValueError(f"GGUF file lacks {key}")
+            raise UnsupportedInputError(f"GGUF file lacks {key}")
         return default
     return f.contents()
 
@@ -45,7 +47,7 @@ class TorchLlama:
         reader = gguf.GGUFReader(path)
         arch = _field(reader, "general.architecture")
         if arch != "llama":
-            raise ValueError(f"the torch engine runs Llama models, not {arch!r}")
+            raise UnsupportedInputError(f"the torch engine runs Llama models, not {arch!r}")
         self.n_layer = int(_field(reader, "llama.block_count"))
         self.dim = int(_field(reader, "llama.embedding_length"))
         self.n_head = int(_field(reader, "llama.attention.head_count"))
