@@ -185,18 +185,30 @@ def decompress(
 LIST_HEADER = f"{'Frames':>6} {'Compressed':>12} {'Uncompressed':>13} {'bpb':>7}  {'Engine':<8} {'Model':<16}  Filename"
 
 
-def list_row(blob: bytes, name: str) -> dict:
-    """One `-l` row (like `xz -l`): frames, sizes, bpb, engine and model, from the headers."""
+def headers_of(blob: bytes) -> list:
+    """The frame headers of .nc data in memory (every checksum verified)."""
+    return [h for h, _ in container.iter_frames(memoryview(blob))]
+
+
+def file_headers(path: Path) -> list:
+    """The frame headers of a .nc file, read without its payloads (container.iter_headers)."""
+    with path.open("rb") as f:
+        return list(container.iter_headers(f))
+
+
+def list_row(headers: list, size: int, name: str) -> dict:
+    """One `-l` row (like `xz -l`): frames, sizes, bpb, engine and model, from the headers
+    of a file of `size` bytes."""
     frames = raw = 0
     engines, models = [], []
-    for header, _ in container.iter_frames(memoryview(blob)):
+    for header in headers:
         frames += 1
         raw += header.raw_size
         if any(e.type == container.ENTRY_TEXT for e in header.entries):
             engines.append(ENGINES.get(header.settings.get("schedule"), "?"))
             models.append(header.model_sha256.hex()[:16])
     return {
-        "frames": frames, "compressed": len(blob), "raw": raw, "name": name,
+        "frames": frames, "compressed": size, "raw": raw, "name": name,
         # frames without text need no model: "-"; several values: joined
         "engine": ",".join(dict.fromkeys(engines)) or "-", "model": ",".join(dict.fromkeys(models)) or "-",
     }
@@ -209,12 +221,17 @@ def _list_line(r: dict) -> str:
 
 
 def describe(blob: bytes) -> list[str]:
-    """Human-readable header summary of every frame, without decoding."""
+    """Human-readable header summary of every frame of .nc data, without decoding."""
+    return describe_headers(headers_of(blob), len(blob))
+
+
+def describe_headers(headers: list, size: int) -> list[str]:
+    """describe() from the frame headers of a file of `size` bytes."""
     lines = []
     total_raw = 0
     n = 0
     shown_model = False
-    for header, _ in container.iter_frames(memoryview(blob)):
+    for header in headers:
         n += 1
         total_raw += header.raw_size
         tokens = sum(e.n_tokens for e in header.entries)
@@ -242,8 +259,8 @@ def describe(blob: bytes) -> list[str]:
             lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(header.settings.items())))
             lines.append(f"  engine: {header.profile}")
         lines.append(f"  content sha256: {header.content_sha256.hex()}")
-    bpb = len(blob) * 8 / total_raw if total_raw else 0.0
-    lines.append(f"total: {total_raw} bytes -> {len(blob)} bytes, {bpb:.4f} bpb, {n} frame(s)")
+    bpb = size * 8 / total_raw if total_raw else 0.0
+    lines.append(f"total: {total_raw} bytes -> {size} bytes, {bpb:.4f} bpb, {n} frame(s)")
     return lines
 
 
@@ -424,9 +441,11 @@ def _header_total(blob: bytes) -> int | None:
 
 
 def _raw_total(path: Path) -> int | None:
+    """_header_total for a file, from its headers alone (the payloads are skipped, so a
+    large file is not read into memory just to size the progress bar)."""
     try:
-        return _header_total(path.read_bytes())
-    except OSError:
+        return sum(h.raw_size for h in file_headers(path))
+    except (NacrithError, OSError):
         return None
 
 
@@ -455,14 +474,18 @@ def _one(job: _Job, name: str) -> None:
         job.error(f"{name}: no such file" if not src_path.exists() else f"{name}: not a regular file")
         return
     if o["list"]:
-        data = sys.stdin.buffer.read() if stdin else src_path.read_bytes()
-        row = list_row(data, name)  # reads the headers; raises on a damaged file
+        if stdin:
+            data = sys.stdin.buffer.read()
+            headers, size = headers_of(data), len(data)
+        else:  # headers and tables only, as xz -l; raises on a damaged one
+            headers, size = file_headers(src_path), src_path.stat().st_size
+        row = list_row(headers, size, name)
         if not job.rows:
             typer.echo(LIST_HEADER)
         job.rows.append(row)
         typer.echo(_list_line(row))
         if o["verbose"]:
-            for line in describe(data):
+            for line in describe_headers(headers, size):
                 typer.echo("  " + line)
         return
     if o["test"]:

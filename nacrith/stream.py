@@ -163,6 +163,7 @@ class NacrithFile(io.BufferedIOBase):
         else:
             self._comp = StreamCompressor(compressor)
         self._closed = False
+        self._aborted = False  # abort(): close without the final frame
 
     # -- io plumbing ------------------------------------------------------
     @property
@@ -228,7 +229,7 @@ class NacrithFile(io.BufferedIOBase):
         if self._closed:
             return
         try:
-            if self._mode == "w" and not getattr(self, "_aborted", False):
+            if self._mode == "w" and not self._aborted:
                 self._fp.write(self._comp.flush())
         finally:
             self._closed = True

@@ -247,3 +247,31 @@ def test_the_token_bound_holds_for_the_most_compressible_coding():
     for e in container.read_header(blob)[0].entries:
         assert e.n_tokens <= quantize.max_tokens(e.coded_len, 49152)
     assert nacrith.decompress(blob) == raw
+
+
+def test_headers_are_read_without_the_payloads(blob, small):
+    """container.iter_headers (the progress bar's total, -l) gives the headers iter_frames
+    gives, reads only headers and tables, and detects every truncation."""
+    import io
+
+    other = nacrith.compress(b"x" * 3000 + (DATA / "golden.txt").read_bytes()[:900], format="nc06", **small)
+    data = blob + other
+    want = [h for h, _ in container.iter_frames(data)]
+
+    class Counting(io.BytesIO):
+        got = 0
+
+        def read(self, n=-1):
+            b = super().read(n)
+            Counting.got += len(b)
+            return b
+
+    f = Counting(data)
+    assert list(container.iter_headers(f)) == want
+    payload = sum(h.coded_payload for h in want)
+    assert Counting.got == len(data) - payload  # every payload byte was skipped, not read
+    for n in range(1, len(data)):
+        if n in (len(blob),):
+            continue  # a whole first stream: complete
+        with pytest.raises(nacrith.CorruptDataError):
+            list(container.iter_headers(io.BytesIO(data[:n])))

@@ -327,6 +327,40 @@ def iter_frames(data):
         raise TruncatedDataError("compressed data ends before the final frame of its stream")
 
 
+def iter_headers(fp):
+    """Yield every frame header of a seekable binary file, reading only headers and
+    tables and seeking past the payloads (memory: one header, whatever the file size).
+    Raises like read_header; a frame cut short, or a file that ends before the final
+    frame of its stream, raises TruncatedDataError. Payload CRCs are not checked here."""
+    header = None
+    while True:
+        start = fp.tell()
+        prefix = fp.read(_PREFIX.size)
+        if not prefix:
+            if header is None:
+                raise TruncatedDataError("compressed data is empty")
+            if not header.final:
+                raise TruncatedDataError("compressed data ends before the final frame of its stream")
+            return
+        if len(prefix) < _PREFIX.size:
+            raise TruncatedDataError(f"compressed data ends inside a frame header at offset {start}")
+        body_len = _PREFIX.unpack(prefix)[4]
+        if prefix[:4] != MAGIC or body_len > MAX_BODY:
+            read_header(prefix + bytes(min(body_len, MAX_BODY) + 4))  # raises the parser's error
+        body = fp.read(body_len + 4)
+        n_entries = struct.unpack_from("<I", body, 24)[0] if len(body) >= 28 else 0
+        table = fp.read(min(n_entries, MAX_ENTRIES) * _ENTRY.size + 4)
+        header, payload_pos = read_header(prefix + body + table)
+        fp.seek(header.coded_payload, 1)
+        end = fp.read(len(END) + 4)
+        if len(end) < len(END) + 4:
+            raise TruncatedDataError(f"compressed data ends inside the frame at offset {start}")
+        if end[:4] not in (END, END_FINAL):
+            raise CorruptDataError("frame end marker is missing or damaged")
+        header.final = end[:4] == END_FINAL
+        yield header
+
+
 def frame_length(header: FrameHeader, payload_pos: int, frame_pos: int) -> int:
     """Bytes the whole frame takes, known from its header and table alone."""
     return payload_pos - frame_pos + header.coded_payload + len(END) + 4
