@@ -236,6 +236,7 @@ def main(argv=None) -> None:
     ap.add_argument("--hang", type=float, default=60.0, help="seconds after which one execution counts as a hang")
     ap.add_argument("--only", type=int, help="replay one execution number and print it")
     ap.add_argument("--name", default="fuzz")
+    ap.add_argument("--out", default=str(RESULTS), help="folder for the tables and failing inputs")
     args = ap.parse_args(argv)
     t_seed = time.perf_counter()
     seeds = make_seeds(args.engines.split(","))
@@ -269,8 +270,9 @@ def main(argv=None) -> None:
 
 
 def report(args, seeds, rows, wall, seed_s, died) -> None:
+    out_dir = Path(args.out)
     bad = [r for r in rows if r["outcome"].isupper() or r["outcome"].startswith(("CRASH", "WRONG", "WORKER", "HANG"))]
-    fail_dir = RESULTS / "fuzz-failures"
+    fail_dir = out_dir / "fuzz-failures"
     for r in bad:
         if "blob" in r:
             fail_dir.mkdir(parents=True, exist_ok=True)
@@ -284,25 +286,29 @@ def report(args, seeds, rows, wall, seed_s, died) -> None:
         by_outcome.setdefault(eng, Counter())[r["outcome"]] += 1
         model_runs[eng] += bool(r.get("model"))
     slowest = max((r["s"] for r in rows), default=0.0)
+    # the seconds of the slowest executions: what a hostile file of this size can cost
+    times = sorted(r["s"] for r in rows)
     summary = dict(
         name=args.name, date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {os.cpu_count()} CPUs",
         command=" ".join(["python", "benchmarks/fuzz.py"] + sys.argv[1:]), executions=len(rows), wall_s=round(wall, 1),
         seed_s=round(seed_s, 1), workers=args.workers, execs_per_s=round(len(rows) / wall, 1),
         failures=len(bad), crashes=sum(r["outcome"].startswith(("CRASH", "WORKER")) for r in bad),
         hangs=sum(r["outcome"] == "HANG" for r in bad), wrong_bytes=sum(r["outcome"] == "WRONG BYTES" for r in bad),
-        slowest_s=round(slowest, 2), per_seed={k: dict(v) for k, v in by_outcome.items()},
+        slowest_s=round(slowest, 2), p99_s=round(times[int(0.99 * (len(times) - 1))], 3) if times else 0.0,
+        median_s=round(times[len(times) // 2], 4) if times else 0.0, per_seed={k: dict(v) for k, v in by_outcome.items()},
         model_runs=dict(model_runs),
         failing=[{k: r[k] for k in ("n", "what", "outcome")} for r in bad[:50]],
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     outcomes = sorted({o for c in by_outcome.values() for o in c})
     lines = [
         f"# Fuzz campaign `{args.name}` ({summary['date']}, {summary['machine']})", "",
         f"`{summary['command']}`", "",
         f"{len(rows):,} executions in {wall:.0f} s ({summary['execs_per_s']}/s, {args.workers} workers); "
         f"**{summary['crashes']} crashes, {summary['hangs']} hangs, {summary['wrong_bytes']} wrong outputs**; "
-        f"slowest execution {slowest:.2f} s.", "",
+        f"slowest execution {slowest:.2f} s (median {summary['median_s']} s, 99th percentile {summary['p99_s']} s); "
+        f"seeds made in {seed_s:.0f} s.", "",
         "| seed (engine/format) | executions | model decoder ran | " + " | ".join(outcomes) + " |",
         "| --- | ---: | ---: | " + " | ".join("---:" for _ in outcomes) + " |",
     ]
@@ -313,7 +319,7 @@ def report(args, seeds, rows, wall, seed_s, died) -> None:
     if bad:
         lines += ["", "Failing executions (replay with `--only N --seed S`):", ""]
         lines += [f"- {r['n']}: {r['what']} -> {r['outcome']}" for r in bad[:50]]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (out_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
