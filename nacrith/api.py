@@ -145,10 +145,17 @@ def choose_engine(engine: str, model=None, skip: int | None = None) -> str:
     return "int"
 
 
-def settings_for(engine: str = "llama", **settings) -> Settings:
-    """The validated settings a Compressor on `engine` uses for these overrides
-    (None = the engine's default)."""
-    given = {k: v for k, v in settings.items() if v is not None}
+def settings_for(engine: str = "llama", level: int | None = None, **settings) -> Settings:
+    """The validated settings a Compressor on `engine` uses at `level` (presets.py; None:
+    the default level) with these overrides (None = the level's or engine's value).
+    The torch engine keeps its own window and chunking (sized for a GPU) at every
+    level and takes the level's predictors and unwrapping."""
+    from .presets import level_settings
+
+    preset = level_settings(level)
+    if engine == "torch":
+        preset = {k: v for k, v in preset.items() if k not in ("context", "slide", "chunk_bytes")}
+    given = {**preset, **{k: v for k, v in settings.items() if v is not None}}
     if engine == "torch":
         given = {**asdict(TORCH_DEFAULTS), **given}
     elif engine == "int":
@@ -174,6 +181,7 @@ class Compressor:
         engine: str = DEFAULT_ENGINE,
         device: str | None = None,
         gpus: int | None = None,
+        level: int | None = None,
         **settings,
     ):
         if format not in FORMATS:
@@ -181,7 +189,8 @@ class Compressor:
         engine = choose_engine(engine, model, settings.get("skip"))
         self.format = format
         self.engine = engine
-        self.settings = settings_for(engine, **settings)
+        self.level = level
+        self.settings = settings_for(engine, level, **settings)
         self.lm = load_model(model, self.settings, threads, device, gpus)
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:

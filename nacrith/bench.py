@@ -269,7 +269,7 @@ def _header(cfg: dict) -> dict:
     names = {f.name for f in fields(Settings)}  # the rest (engine, model, device...) are not stored
     own = {k: v for k, v in cfg.items() if k in names}
     engine = choose_engine(cfg.get("engine", DEFAULT_ENGINE), cfg.get("model"), cfg.get("skip"))
-    return settings_for(engine, **own).header_fields()
+    return settings_for(engine, cfg.get("level"), **own).header_fields()
 
 
 def _machine() -> str:

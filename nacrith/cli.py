@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from . import api
 from .errors import CorruptDataError, NacrithError
 from .codec import bytecodecs
 from .formats import container, nc05
+from .presets import BEST, DEFAULT_LEVEL, FAST, matching_level
 from .settings import ENGINES, TORCH_DEFAULTS, Settings
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, help="Lossless compression with a small language model.")
@@ -89,6 +91,11 @@ _ENGINE_HELP = (
     "features match) or torch (GPU lanes; the file decodes only on the same engine profile)"
 )
 
+_LEVEL_HELP = (
+    f"compression level 1-9, also written -1 .. -9, --fast (-1), --best (-9); default {DEFAULT_LEVEL}. "
+    "Each sets window, chunking, predictors and unwrapping (README, Levels); settings given explicitly win"
+)
+
 
 @app.command()
 def compress(
@@ -114,6 +121,7 @@ def compress(
     skip: Optional[int] = typer.Option(None, "--skip", help="LLM skip threshold, reliability in 1/65536 (0: off; llama.cpp engine)"),
     no_unwrap: bool = typer.Option(False, "--no-unwrap", help="code hard-wrapped text as it is (no unwrapping)"),
     no_ctx_bias: bool = typer.Option(False, "--no-ctx-bias", help="online predictors: no context bias head (biases per previous token)"),
+    level: Optional[int] = typer.Option(None, "--level", min=1, max=9, help=_LEVEL_HELP),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
     """Compress FILE to FILE.nc."""
@@ -123,7 +131,7 @@ def compress(
         comp = api.Compressor(
             model=model, threads=threads, format=fmt, context=context, slide=slide,
             chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, engine=engine, device=device, gpus=gpus,
-            **predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap, no_ctx_bias),
+            level=level, **predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap, no_ctx_bias),
         )
         prog = _Progress(len(data), "compress", show=not quiet)
         t0 = time.perf_counter()
@@ -257,6 +265,9 @@ def describe_headers(headers: list, size: int) -> list[str]:
             shown_model = True
             lines.append(f"  model sha256: {header.model_sha256.hex()} (vocab {header.vocab})")
             lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(header.settings.items())))
+            engine = ENGINES.get(header.settings.get("schedule"))
+            level = matching_level(header.settings, engine) if engine else None
+            lines.append(f"  level: -{level}" if level else "  level: none (settings of their own)")
             lines.append(f"  engine: {header.profile}")
         lines.append(f"  content sha256: {header.content_sha256.hex()}")
     bpb = size * 8 / total_raw if total_raw else 0.0
@@ -322,7 +333,7 @@ class _Job:
             self._comp = api.Compressor(
                 model=o["model"], threads=o["threads"], format=o["fmt"], context=o["context"],
                 slide=o["slide"], chunk_bytes=o["chunk_bytes"], lanes=o["lanes"], chunk_tokens=o["chunk_tokens"],
-                engine=o["engine"], device=o["device"], gpus=o["gpus"], **o["predictors"],
+                engine=o["engine"], device=o["device"], gpus=o["gpus"], level=o["level"], **o["predictors"],
             )
         return self._comp
 
@@ -570,13 +581,15 @@ def main_command(
     skip: Optional[int] = typer.Option(None, "--skip", help="LLM skip threshold, reliability in 1/65536 (0: off; llama.cpp engine)"),
     no_unwrap: bool = typer.Option(False, "--no-unwrap", help="code hard-wrapped text as it is (no unwrapping)"),
     no_ctx_bias: bool = typer.Option(False, "--no-ctx-bias", help="online predictors: no context bias head (biases per previous token)"),
+    level: Optional[int] = typer.Option(None, "--level", min=1, max=9, help=_LEVEL_HELP),
 ):
-    """Compress or decompress FILEs like gzip: FILE -> FILE.nc, -d FILE.nc -> FILE."""
+    """Compress or decompress FILEs like gzip: FILE -> FILE.nc, -d FILE.nc -> FILE.
+    Levels: -1 (--fast) .. -9 (--best), default -6."""
     opts = dict(
         decompress=decompress_ and not compress_, stdout=stdout, rm=rm, force=force, test=test,
         list=list_, quiet=quiet, verbose=verbose, model=model, fmt=fmt, context=context, slide=slide,
         chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, threads=threads, engine=engine, device=device, gpus=gpus,
-        predictors=predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap, no_ctx_bias),
+        level=level, predictors=predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap, no_ctx_bias),
     )
     job = _Job(opts)
     names = files or ["-"]
@@ -633,6 +646,27 @@ def version_lines() -> list[str]:
     return lines
 
 
+_LEVEL_ARG = re.compile(r"-([A-Za-z]*)([1-9])([A-Za-z]*)")
+
+
+def level_args(args: list[str]) -> list[str]:
+    """gzip's level flags spelled for the parser: -1 .. -9 (alone or among short flags,
+    as in -9v), --fast (-1) and --best (-9) become --level N. Arguments after -- are
+    left alone."""
+    out = []
+    for i, a in enumerate(args):
+        if a == "--":
+            return out + args[i:]
+        m = _LEVEL_ARG.fullmatch(a)
+        if a in ("--fast", "--best"):
+            out += ["--level", str(FAST if a == "--fast" else BEST)]
+        elif m:
+            out += ["--level", m.group(2)] + ([f"-{m.group(1)}{m.group(3)}"] if m.group(1) + m.group(3) else [])
+        else:
+            out.append(a)
+    return out
+
+
 def _on_sigint(signum, frame):
     from .engines import STOP
 
@@ -653,9 +687,9 @@ def main(argv: list[str] | None = None) -> None:
 
         bench(args[1:])
     elif args and args[0] in SUBCOMMANDS:
-        app(args=args, prog_name="nacrith")
+        app(args=level_args(args), prog_name="nacrith")
     else:
-        gz(args=args, prog_name="nacrith")
+        gz(args=level_args(args), prog_name="nacrith")
 
 
 if __name__ == "__main__":
