@@ -50,6 +50,9 @@ SMALL = dict(context=48, slide=16, chunk_bytes=48, lanes=3)
 FIELDS = ("type", "codec", "raw_len", "n_tokens", "coded_len", "raw_crc32")
 
 
+TORCH_DEVICE = "cpu"
+
+
 def make_seeds(engines: list[str]) -> list[dict]:
     import nacrith
     from nacrith.formats import nc06
@@ -58,7 +61,7 @@ def make_seeds(engines: list[str]) -> list[dict]:
     for engine in engines:
         opts = dict(SMALL, engine=engine)
         if engine == "torch":
-            opts["device"] = "cpu"
+            opts["device"] = TORCH_DEVICE
         c = nacrith.Compressor(format="nc06", **opts)
         for fmt, raw in (("nc05", TEXT), ("nc06", ESCAPED), ("nc06-mixed", MIXED)):
             # NC06 frames keep their text entries even where a byte codec would be smaller
@@ -179,7 +182,7 @@ _SEEDS: list[dict] = []
 _DEC: dict = {}
 
 
-def _init(seeds, threads):
+def _init(seeds, threads, torch_device="cpu"):
     import nacrith
     from nacrith.engines import Exclusive
 
@@ -193,7 +196,7 @@ def _init(seeds, threads):
     _DEC["model_calls"] = 0
     _SEEDS[:] = seeds
     _DEC["cpu"] = nacrith.Decompressor(threads=threads)
-    _DEC["torch"] = nacrith.Decompressor(threads=threads, device="cpu")
+    _DEC["torch"] = nacrith.Decompressor(threads=threads, device=torch_device)
 
 
 def run_batch(seed: int, numbers: list[int], hang: float) -> list[dict]:
@@ -234,14 +237,17 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--hang", type=float, default=60.0, help="seconds after which one execution counts as a hang")
+    ap.add_argument("--torch-device", default="cpu", help="where the torch engine's seeds are made and decoded")
     ap.add_argument("--only", type=int, help="replay one execution number and print it")
     ap.add_argument("--name", default="fuzz")
     ap.add_argument("--out", default=str(RESULTS), help="folder for the tables and failing inputs")
     args = ap.parse_args(argv)
+    global TORCH_DEVICE
+    TORCH_DEVICE = args.torch_device
     t_seed = time.perf_counter()
     seeds = make_seeds(args.engines.split(","))
     if args.only is not None:
-        _init(seeds, args.threads)
+        _init(seeds, args.threads, args.torch_device)
         print(json.dumps(run_batch(args.seed, [args.only], args.hang)[0], indent=1))
         return
     seed_s = time.perf_counter() - t_seed
@@ -249,7 +255,12 @@ def main(argv=None) -> None:
     batches = [numbers[i : i + args.batch] for i in range(0, len(numbers), args.batch)]
     rows, died = [], 0
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(seeds, args.threads)) as pool:
+    import multiprocessing
+
+    # CUDA does not survive a fork: with the torch seeds on a GPU the workers are spawned
+    ctx = multiprocessing.get_context("spawn" if args.torch_device.startswith("cuda") else "fork")
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init,
+                             initargs=(seeds, args.threads, args.torch_device)) as pool:
         pending = {pool.submit(run_batch, args.seed, b, args.hang): b for b in batches}
         while pending:
             done, _ = wait(pending, timeout=args.hang * args.batch, return_when=FIRST_COMPLETED)
