@@ -236,6 +236,7 @@ def main(argv=None) -> None:
     ap.add_argument("--engines", default="int,llama")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=0, help="stop starting batches after this long (0: run all)")
     ap.add_argument("--hang", type=float, default=60.0, help="seconds after which one execution counts as a hang")
     ap.add_argument("--torch-device", default="cpu", help="where the torch engine's seeds are made and decoded")
     ap.add_argument("--only", type=int, help="replay one execution number and print it")
@@ -263,6 +264,12 @@ def main(argv=None) -> None:
                              initargs=(seeds, args.threads, args.torch_device)) as pool:
         pending = {pool.submit(run_batch, args.seed, b, args.hang): b for b in batches}
         while pending:
+            if args.seconds and time.perf_counter() - t0 > args.seconds:
+                for f in list(pending):  # batches not started are dropped; running ones finish
+                    if f.cancel():
+                        pending.pop(f)
+                if not pending:
+                    break
             done, _ = wait(pending, timeout=args.hang * args.batch, return_when=FIRST_COMPLETED)
             if not done:
                 raise SystemExit(f"no batch finished in {args.hang * args.batch:.0f} s: a hang; "
