@@ -7,14 +7,13 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from .errors import (CorruptDataError, EngineError, ModelMismatchError, NacrithError, OutOfMemoryError,
-                     UnsupportedInputError)
+from .errors import CorruptDataError, ModelMismatchError, UnsupportedInputError
 from .chunking import split_chunks
 from .codec import bytecodecs
 from .formats import container, nc05, nc06
 from .segments import all_text
 from .modelfile import model_sha256, resolve_model
-from .engines import Exclusive
+from .engines import Exclusive, backend_errors
 from .engines.llama_cpp import ContextFloats, LlamaEngine, LlamaModel, context_floats
 from .predictors.online import MAX_SKIP
 from .settings import INT_DEFAULTS, SCHEDULES, TORCH_DEFAULTS, Settings
@@ -54,15 +53,8 @@ def load_model(
     named; the integers, and so the files, are the same. The engine is shared, and
     safe to use from several threads (engines.Exclusive). `floats`: the llama.cpp
     context's ContextFloats (a decoder passes the file's; default: LlamaModel's rule)."""
-    with _CACHE_LOCK:
-        try:
-            return _load_model(path, settings, threads, device, gpus, floats)
-        except NacrithError:
-            raise
-        except MemoryError as exc:
-            raise OutOfMemoryError(f"not enough memory to load the model ({exc})") from exc
-        except RuntimeError as exc:  # torch (CUDA) or llama.cpp failing to start
-            raise EngineError(f"the {settings.engine} engine could not start: {exc}") from exc
+    with _CACHE_LOCK, backend_errors(f"the {settings.engine} engine could not start"):
+        return _load_model(path, settings, threads, device, gpus, floats)
 
 
 def _load_model(path, settings, threads, device, gpus, floats) -> LoadedModel:
@@ -74,9 +66,8 @@ def _load_model(path, settings, threads, device, gpus, floats) -> LoadedModel:
         key = (str(p), st.st_size, st.st_mtime_ns, "int", threads, device)
     else:
         # with the LLM skip a lane may bring up to MAX_SKIP + 1 tokens to one batch
-        if floats is None:
-            batch = settings.lanes * (MAX_SKIP + 1) if settings.skip else max(settings.lanes, 32)
-            floats = ContextFloats(batch, batch)
+        per_step = MAX_SKIP + 1 if settings.skip else 1
+        floats = floats or ContextFloats.for_lanes(settings.lanes, per_step)
         key = (str(p), st.st_size, st.st_mtime_ns, settings.context, settings.lanes, threads, floats)
     lm = _CACHE.pop(key, None)
     if lm is None:
@@ -101,7 +92,7 @@ def _load_model(path, settings, threads, device, gpus, floats) -> LoadedModel:
                 raise ModelMismatchError("the model's tokenizer and its embedding disagree on the vocabulary size")
             lm = LoadedModel(str(p), model_sha256(p), eng.profile, m, eng)
         else:
-            if floats.batch < settings.lanes * (MAX_SKIP + 1 if settings.skip else 1):
+            if floats.batch < settings.lanes * per_step:
                 raise CorruptDataError("the llama.cpp batch named in the header cannot hold a step of every lane")
             m = LlamaModel(str(p), n_ctx=settings.context, n_seq=settings.lanes, n_threads=threads, floats=floats)
             eng = LlamaEngine(m)
@@ -189,7 +180,6 @@ class Compressor:
         engine = choose_engine(engine, model, settings.get("skip"))
         self.format = format
         self.engine = engine
-        self.level = level
         self.settings = settings_for(engine, level, **settings)
         self.lm = load_model(model, self.settings, threads, device, gpus)
 

@@ -446,7 +446,7 @@ def _header_total(blob: bytes) -> int | None:
     """The original size the headers of .nc data promise (for the progress bar), None if
     they cannot be read: decoding then reports what is wrong."""
     try:
-        return sum(h.raw_size for h, _ in container.iter_frames(memoryview(blob)))
+        return sum(h.raw_size for h in headers_of(blob))
     except NacrithError:
         return None
 

@@ -17,6 +17,7 @@ and coders sit behind all of them:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Callable, Protocol
 
@@ -45,6 +46,24 @@ class Engine(Protocol):
         """The token lists back; damaged data raises CorruptDataError."""
 
 
+@contextlib.contextmanager
+def backend_errors(what: str):
+    """What a backend raises inside the block (llama.cpp's RuntimeError, torch's CUDA
+    errors, numpy's MemoryError) comes out as OutOfMemoryError or EngineError, both
+    NacrithErrors that are still what they were (MemoryError, RuntimeError); `what` opens
+    the message. NacrithErrors pass unchanged."""
+    try:
+        yield
+    except NacrithError:
+        raise
+    except MemoryError as exc:
+        raise OutOfMemoryError(f"{what}: out of memory ({exc})") from exc
+    except (RuntimeError, FloatingPointError, OSError) as exc:
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            raise OutOfMemoryError(f"{what}: {exc}") from exc
+        raise EngineError(f"{what}: {exc}") from exc
+
+
 class Exclusive:
     """An engine that one caller drives at a time, and whose failures are NacrithErrors.
 
@@ -67,17 +86,8 @@ class Exclusive:
         return getattr(self.inner, name)
 
     def _call(self, method, args, kwargs):
-        with self.lock:
-            try:
-                return getattr(self.inner, method)(*args, **kwargs)
-            except NacrithError:
-                raise
-            except MemoryError as exc:
-                raise OutOfMemoryError(f"{self.inner.name} engine: out of memory ({exc})") from exc
-            except (RuntimeError, FloatingPointError, OSError) as exc:
-                if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-                    raise OutOfMemoryError(f"{self.inner.name} engine: {exc}") from exc
-                raise EngineError(f"{self.inner.name} engine failed: {exc}") from exc
+        with self.lock, backend_errors(f"{self.inner.name} engine failed"):
+            return getattr(self.inner, method)(*args, **kwargs)
 
     def encode(self, *args, **kwargs):
         return self._call("encode", args, kwargs)

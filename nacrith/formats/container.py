@@ -31,7 +31,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from ..codec.quantize import max_tokens
+from ..codec.quantize import TOTAL, max_tokens
 from ..errors import CorruptDataError, TruncatedDataError
 from . import profile_words
 
@@ -263,7 +263,7 @@ def read_header(data, pos: int = 0) -> tuple[FrameHeader, int]:
         raise CorruptDataError("frame header has trailing bytes")
     if raw_size > MAX_FRAME_RAW or n_entries > MAX_ENTRIES or n_entries > raw_size:
         raise CorruptDataError("frame header sizes are out of range")
-    if uses_model and not max_tokens(1, vocab):
+    if uses_model and not 2 <= vocab < TOTAL:  # the coder's precision holds 2 .. TOTAL-1 tokens
         raise CorruptDataError(f"frame header vocabulary size {vocab} is out of range")
     table = r.take(n_entries * _ENTRY.size, "chunk table")
     (table_crc,) = _U32.unpack(r.take(4, "chunk table checksum"))

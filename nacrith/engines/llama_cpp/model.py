@@ -13,6 +13,7 @@ per row, which keeps a token's logits independent of what else is in its batch.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import re
@@ -42,6 +43,7 @@ def _init_backend() -> None:
         _BACKEND_READY = True
 
 
+@functools.cache
 def amx() -> bool:
     """Whether llama.cpp would move the weights into its AMX buffers. Its AMX matrix
     product crashes (SIGSEGV in ggml_backend_amx_mul_mat, llama.cpp issue #20824,
@@ -70,6 +72,15 @@ class ContextFloats:
     ubatch: int
     flash: bool = True
     unified: bool = False
+
+    @classmethod
+    def for_lanes(cls, n_seq: int, per_step: int = 1) -> "ContextFloats":
+        """The rule LlamaModel makes its context by (and files with a bare " fa" were
+        made under): a batch holds one step of every lane, `per_step` tokens each (the
+        LLM skip brings up to MAX_SKIP + 1), and at least 32 tokens without the skip; a
+        small batch keeps llama.cpp's logits and compute buffers small whatever the window."""
+        batch = n_seq * per_step if per_step > 1 else max(n_seq, 32)
+        return cls(batch, batch)
 
     def spelling(self) -> str:
         return (f" {'fa' if self.flash else 'nofa'} b{self.batch} u{self.ubatch} "
@@ -122,11 +133,8 @@ class LlamaModel:
         self.n_ctx = n_ctx
         self.n_seq = n_seq
         self.n_threads = n_threads or default_threads()
-        # Lockstep decoding puts at most n_seq tokens in a batch; a small batch keeps
-        # llama.cpp's logits and compute buffers small whatever the window.
         if floats is None:
-            batch = n_batch or max(n_seq, 32)
-            floats = ContextFloats(batch, batch)
+            floats = ContextFloats(n_batch, n_batch) if n_batch else ContextFloats.for_lanes(n_seq)
         self.floats = floats
         self.n_batch = floats.batch
         self.ctx = None
