@@ -100,6 +100,8 @@ def _work(kind: str, settings: Settings, bos: int, args):
 
 
 class TorchEngine:
+    name = "torch"  # engines.Engine (error messages name it)
+
     def __init__(self, path: str, device: str | None = None, gpus: int | None = None):
         self.path = str(path)
         self.device = device or default_device()
