@@ -138,6 +138,48 @@ class IntEngine:
             pred.update(sym, lanes)
         return st, fr, sym
 
+    # -- on a torch device: lockstep groups (groups.py) ------------------------------------
+
+    def _runner(self, settings, bos: int, n: int):
+        from .groups import GROUP_LANES, GroupRunner
+
+        lanes = max(1, min(self.lanes or GROUP_LANES, n))  # never more lanes than chunks
+        key = ("groups", lanes, settings.context, settings.slide, settings.predictors, bos)
+        if self._state is None or self._state[0] != key:
+            self._state = None  # free the old cache first
+            self._state = (key, GroupRunner(self.w, settings, bos, lanes, self.device or "cpu"))
+        return self._state[1]
+
+    def _group_encode(self, settings, bos, token_lists, progress):
+        from .groups import groups
+
+        r = self._runner(settings, bos, len(token_lists))
+        payloads, bits = [], []
+        for part in groups(len(token_lists), r.lanes):
+            toks = [token_lists[i] for i in part]
+            ps, bs = r.encode(toks)
+            payloads += ps
+            bits += bs
+            if progress is not None:
+                progress(sum(map(len, toks)), sum(bs), sum(self._bytes(x) for x in toks))
+        return payloads, bits
+
+    def _group_decode(self, settings, bos, counts, payloads, progress, check):
+        from .groups import groups
+
+        r = self._runner(settings, bos, len(counts))
+        out = []
+        for part in groups(len(counts), r.lanes):
+            res = r.decode([counts[i] for i in part], [payloads[i] for i in part])
+            for ci, toks in zip(part, res):
+                if check is not None:
+                    for tok in toks:
+                        check(ci, tok)
+            out += res
+            if progress is not None:
+                progress(sum(map(len, res)), 0.0, sum(self._bytes(x) for x in res))
+        return out
+
     # -- encoder ------------------------------------------------------------------------
 
     def encode(self, settings, bos: int, token_lists, progress=None):
@@ -145,6 +187,9 @@ class IntEngine:
         n = len(token_lists)
         if n == 0:
             return [], []
+        if self.backend == "torch":
+            self._predictor(settings, 1, 1)  # refuses what the integer engine does not run
+            return self._group_encode(settings, bos, token_lists, progress)
         width = self._width(settings, n)
         L = self._lanes(width, settings)
         pred = self._predictor(settings, width, max(map(len, token_lists)) + 1)
@@ -215,6 +260,9 @@ class IntEngine:
         n = len(counts)
         if n == 0:
             return []
+        if self.backend == "torch":
+            self._predictor(settings, 1, 1)
+            return self._group_decode(settings, bos, counts, payloads, progress, check)
         width = self._width(settings, n)
         L = self._lanes(width, settings)
         pred = self._predictor(settings, width, max(counts) + 1)

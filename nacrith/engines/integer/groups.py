@@ -1,0 +1,267 @@
+"""The integer engine on a torch device (a GPU, or the CPU): lanes in lockstep groups.
+
+The integers are those of the numpy reference and the C kernels (forward.py: a
+row's result depends only on its lane's window), so how the work is cut here
+changes no bit of a file. What is cut differently, for a GPU:
+
+- Groups. Chunks are taken `lanes` at a time; every lane of a group starts from
+  BOS together and all advance together, so every lane sits at the same window
+  slot and position and the windows slide together. Attention then runs for the
+  whole group in two batched products over the full window, with the slots not
+  yet filled masked (a masked slot adds 0 to every sum and maximum, so the
+  integers are those of a window of the exact length). Lanes past their chunk's
+  end step on padding that nothing reads.
+- Encoder. Every token is known, so each call evaluates a run of `block` inputs
+  of every lane (lanes x block rows through the matrix products at once).
+- Coding on the device. The integer softmax, the online predictors and the
+  (start, freq) lookup (encoder) or the rANS search and state update (decoder)
+  run on the device; only starts and frequencies (or tokens) come back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...codec import rans
+from ...codec.quantize import PRECISION, lookup_freqs_torch, search_freqs_torch, freqs_torch, table_torch
+from ...errors import CorruptDataError
+from ...predictors.online import Online
+from . import spec
+from .forward import rope_rows, rotate, score_bits, softmax_p
+from .torch_backend import TorchBackend
+
+GROUP_LANES = 256  # lanes of a group where the engine is not told (fewer for fewer chunks)
+_LOGIT_ROWS = 2048  # logits rows held at once (393 KB each for SmolLM2)
+
+
+def groups(n_chunks: int, lanes: int) -> list[range]:
+    return [range(a, min(a + lanes, n_chunks)) for a in range(0, n_chunks, lanes)]
+
+
+class GroupBackend(TorchBackend):
+    """TorchBackend for rows that come lane-major ([lanes, run] flattened), every lane
+    at the same slots: attention batched over the whole group."""
+
+    def __init__(self, w, lanes: int, context: int, device: str):
+        super().__init__(w, lanes, context, device)
+        t = self.t
+        e = w.embed
+        self._eq = t.from_numpy(e.q).to(self.dev)
+        self._ed = t.from_numpy(e.d).to(self.dev)
+        self._em = t.from_numpy(e.m).to(self.dev)
+        self.at_start = False  # the run begins at slot 0 (its first rows are BOS)
+        self.slots = t.arange(context, device=self.dev)
+
+    def embed(self, tokens):
+        q = self._eq[tokens].to(self.t.int64)
+        T, k = q.shape
+        q = q.reshape(T, k // 32, 32) * self._ed[tokens][:, :, None] + self._em[tokens][:, :, None]
+        return q.reshape(T, k)
+
+    def store(self, li, lane, slot, kr, ke, vm, ve, km, bos) -> None:
+        c, t = self.cache, self.t
+        c.k[li, lane, :, slot] = kr.to(t.int16)
+        c.ke[li, lane, :, slot] = ke.to(t.int32)
+        c.v[li, lane, :, slot] = vm.to(t.int16)
+        c.ve[li, lane, :, slot] = ve.to(t.int32)
+        if self.at_start:  # known on the host: no device sync (CUDA graphs)
+            L = c.lanes
+            c.bos[li] = km.reshape(L, -1, *km.shape[1:])[:, 0].to(t.int16)
+
+    def attend(self, li, lane, slot, qr, qe):
+        t, w, c, o = self.t, self.w, self.cache, self.ops
+        L = c.lanes
+        T = qr.shape[0]
+        R = T // L
+        nkv, g, hd = w.n_kv, w.n_head // w.n_kv, w.head_dim
+        K = c.k[li].to(t.float64)  # [L, kv, C, hd]
+        V = c.v[li].to(t.float64)
+        KE = c.ke[li].to(t.int64)[:, None, :, None, :]  # [L, 1, kv, 1, C]
+        VE = c.ve[li].to(t.int64)[:, None, :, None, :]
+        q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, hd).to(t.float64)
+        s = (q @ K.transpose(2, 3)).to(t.int64)  # [L, kv, R*g, C]
+        s = s.reshape(L, nkv, R, g, -1).permute(0, 2, 1, 3, 4)  # [L, R, kv, g, C]
+        qe_ = qe.reshape(L, R, nkv, g)[..., None]
+        bits = score_bits(o, s, qe_, KE, w.score)
+        masked = (self.slots[None, :] > slot.reshape(L, R)[:, :, None])[:, :, None, None, :]
+        p = softmax_p(o, bits, masked, self.exp2)
+        ve = t.where(masked, -(1 << 40), VE)
+        em = ve.amax(dim=-1, keepdim=True)  # [L, R, kv, 1, 1]
+        p = p >> t.clamp(em - ve, 0, 62)
+        pv = p.to(t.float64).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, -1) @ V  # [L, kv, R*g, hd]
+        out = pv.to(t.int64).reshape(L, nkv, R, g, hd).permute(0, 2, 1, 3, 4).reshape(T, w.n_head, hd)
+        oe = (em[..., 0, 0] - spec.P_BITS)[..., None].expand(L, R, nkv, g).reshape(T, w.n_head)
+        return out, oe
+
+
+class Group:
+    """One group's windows: every lane has evaluated `done` inputs (BOS included) and
+    keeps those from `first` on (after BOS, which stays in slot 0)."""
+
+    def __init__(self, be: GroupBackend, context: int, slide: int):
+        if not 1 <= slide < context - 1:
+            raise ValueError("slide must be at least 1 and less than context - 1")
+        self.be, self.context, self.slide = be, context, slide
+        self.rope = be.ops.asarray(be.w.rope)
+        self.done, self.first = 0, 1
+
+    def next_slot(self) -> int:
+        return self.done - self.first + 1
+
+    def room(self) -> int:
+        return self.context - self.next_slot()
+
+    def make_room(self) -> None:
+        """Slide every window (Lanes.make_room, for all lanes at once)."""
+        if self.room() > 0:
+            return
+        c, end, d = self.be.cache, self.next_slot(), self.slide
+        for a in (c.k, c.v, c.ke, c.ve):
+            a[:, :, :, 1 : end - d] = a[:, :, :, 1 + d : end].clone()
+        self.first += d
+        o, w = self.be.ops, self.be.w
+        cos, sin = rope_rows(o, self.rope, o.asarray([self.first - 1] * w.n_layer))
+        bos = o.i64(c.bos)  # [layers, lanes, kv, hd]
+        rot = rotate(o, bos.reshape(w.n_layer, -1, w.head_dim), cos, sin)
+        c.k[:, :, :, 0] = rot.reshape(bos.shape).to(self.be.t.int16)
+
+    def run(self, tokens):
+        """tokens [lanes, R] (int64 tensor), the next R inputs of every lane -> final-norm
+        rows (a, e), lane-major."""
+        be, t = self.be, self.be.t
+        L, R = tokens.shape
+        if not 0 < R <= self.room():
+            raise ValueError("a run must be non-empty and fit the window")
+        s0, p0 = self.next_slot(), self.done
+        dev = be.dev
+        lane = t.arange(L, device=dev).repeat_interleave(R)
+        steps = t.arange(R, device=dev).repeat(L)
+        be.at_start = s0 == 0
+        a, e = be.hidden(tokens.reshape(-1), lane, steps + s0, steps + p0)
+        self.done += R
+        return a, e
+
+
+class GroupRunner:
+    """The integer model on one device, for groups of up to `lanes` chunks."""
+
+    def __init__(self, w, settings, bos: int, lanes: int, device: str, block: int = 128):
+        import torch
+
+        self.t = torch
+        self.w, self.settings, self.bos = w, settings, bos
+        self.lanes, self.block = lanes, block
+        self.be = GroupBackend(w, lanes, settings.context, device)
+        self.dev = self.be.dev
+        self.table = table_torch(self.dev)
+
+    def _predictor(self, steps: int):
+        cfg = self.settings.predictors
+        return Online(cfg, self.lanes, self.w.n_vocab, steps + 1, self.be.ops) if cfg.any else None
+
+    def _group(self) -> Group:
+        return Group(self.be, self.settings.context, self.settings.slide)
+
+    def encode(self, token_lists, progress=None):
+        """(payloads, bits) of up to `lanes` chunks."""
+        t, L = self.t, self.lanes
+        n = len(token_lists)
+        if not 0 < n <= L:
+            raise ValueError("a group holds 1..lanes chunks")
+        counts = np.zeros(L, np.int64)
+        counts[:n] = [len(x) for x in token_lists]
+        steps = int(counts.max())
+        inputs = np.zeros((L, steps), np.int64)
+        targets = np.zeros((L, steps), np.int64)
+        for j, toks in enumerate(token_lists):
+            inputs[j, 0] = self.bos
+            inputs[j, 1 : len(toks)] = toks[:-1]
+            targets[j, : len(toks)] = toks
+        inputs = t.from_numpy(inputs).to(self.dev)
+        targets = t.from_numpy(targets).to(self.dev)
+        starts = t.zeros((steps, L), dtype=t.int64, device=self.dev)
+        freqs = t.ones((steps, L), dtype=t.int64, device=self.dev)
+        G, pred = self._group(), self._predictor(steps)
+        if pred is not None:
+            pred.reset()
+        with t.no_grad():
+            while G.done < steps:
+                G.make_room()
+                p0 = G.done
+                R = min(G.room(), self.block, steps - p0)
+                a, e = G.run(inputs[:, p0 : p0 + R])
+                a, e = a.reshape(L, R, -1), e.reshape(L, R, -1)
+                per = max(1, _LOGIT_ROWS // L)  # steps of logits at once
+                for i0 in range(0, R, per):
+                    i1 = min(R, i0 + per)
+                    rows_a = a[:, i0:i1].transpose(0, 1).reshape(-1, a.shape[-1])  # step-major
+                    rows_e = e[:, i0:i1].transpose(0, 1).reshape(-1, e.shape[-1])
+                    z = self.be.logits(rows_a, rows_e).reshape(i1 - i0, L, -1)
+                    tg = targets[:, p0 + i0 : p0 + i1].T
+                    if pred is None:
+                        f = freqs_torch(z.reshape((i1 - i0) * L, -1), self.table)
+                        st, fr = lookup_freqs_torch(f, tg.reshape(-1))
+                        starts[p0 + i0 : p0 + i1] = st.reshape(i1 - i0, L)
+                        freqs[p0 + i0 : p0 + i1] = fr.reshape(i1 - i0, L)
+                    else:
+                        for i in range(i1 - i0):
+                            pred.cheap()
+                            st, fr = lookup_freqs_torch(pred.freqs(z[i]), tg[i])
+                            pred.update(tg[i])
+                            starts[p0 + i0 + i], freqs[p0 + i0 + i] = st, fr
+                if progress is not None:
+                    live = np.minimum(counts, p0 + R) - np.minimum(counts, p0)
+                    progress(int(live.sum()))
+        st, fr = starts.cpu().numpy(), freqs.cpu().numpy()
+        valid = np.arange(steps)[:, None] < counts[None, :]
+        fr = np.where(valid, fr, 1)
+        payloads = rans.encode_lanes(st, fr, counts)[:n]
+        bits = np.where(valid, PRECISION - np.log2(fr), 0.0).sum(axis=0)
+        return payloads, [float(b) for b in bits[:n]]
+
+    def decode(self, counts, payloads, progress=None):
+        """Token lists of up to `lanes` chunks; a damaged stream raises CorruptDataError."""
+        t, L = self.t, self.lanes
+        n = len(counts)
+        if not 0 < n <= L or len(payloads) != n:
+            raise ValueError("a group holds 1..lanes chunks")
+        words, lens = rans.stream_words(payloads, L)
+        cnt = np.zeros(L, np.int64)
+        cnt[:n] = counts
+        steps = int(cnt.max())
+        words = t.from_numpy(words).to(self.dev)
+        cnt_t = t.from_numpy(cnt).to(self.dev)
+        x = rans.decoder_state(words)
+        ptr = t.full((L,), 2, dtype=t.int64, device=self.dev)
+        tok = t.full((L, 1), self.bos, dtype=t.int64, device=self.dev)
+        out = t.zeros((steps, L), dtype=t.int64, device=self.dev)
+        G, pred = self._group(), self._predictor(steps)
+        if pred is not None:
+            pred.reset()
+        reported = 0
+        with t.no_grad():
+            for i in range(steps):
+                G.make_room()
+                a, e = G.run(tok)
+                z = self.be.logits(a, e)
+                slot = x & rans.MASK
+                if pred is None:
+                    sym, start, freq = search_freqs_torch(freqs_torch(z, self.table), slot)
+                else:
+                    pred.cheap()
+                    sym, start, freq = search_freqs_torch(pred.freqs(z), slot)
+                    pred.update(sym)
+                rans.advance_torch(x, ptr, words, slot, start, freq, cnt_t > i)
+                out[i] = sym
+                tok = sym[:, None]
+                if progress is not None and (i % 64 == 63 or i == steps - 1):
+                    now = int(np.minimum(cnt, i + 1).sum())
+                    progress(now - reported)
+                    reported = now
+        xs, ps, out = x.cpu().numpy(), ptr.cpu().numpy(), out.cpu().numpy()
+        result = []
+        for j, c in enumerate(counts):
+            if xs[j] != rans.LOW or ps[j] != lens[j]:
+                raise CorruptDataError(f"chunk {j}: the coded stream does not end where it should (damaged data)")
+            result.append(out[:c, j].tolist())
+        return result
