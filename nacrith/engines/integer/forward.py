@@ -117,13 +117,15 @@ class Forward:
         self.gam = [(o.asarray(ly.attn_norm), ly.attn_norm_shift, o.asarray(ly.ffn_norm), ly.ffn_norm_shift)
                     for ly in weights.layers]
         self.out_norm = (o.asarray(weights.out_norm), weights.out_norm_shift)
+        # made once: a host-to-device copy inside a step would break CUDA graph capture
+        self._embed_shift = o.asarray(spec.WEIGHT_UNIT - spec.RESID)
 
     def hidden(self, tokens, lane, slot, pos):
         """Rows -> the final norm's output (int16 mantissas, per-row exponent)."""
         o, w, be = self.o, self.w, self.be
         T = tokens.shape[0]
         nh, nkv, hd, dim = w.n_head, w.n_kv, w.head_dim, w.dim
-        h = shift(o, be.embed(tokens), o.asarray(spec.WEIGHT_UNIT - spec.RESID))
+        h = shift(o, be.embed(tokens), self._embed_shift)
         cos, sin = rope_rows(o, self.rope, pos)
         bos = slot == 0
         for li in range(w.n_layer):

@@ -51,6 +51,11 @@ class GroupBackend(TorchBackend):
         self._em = t.from_numpy(e.m).to(self.dev)
         self.at_start = False  # the run begins at slot 0 (its first rows are BOS)
         self.slots = t.arange(context, device=self.dev)
+        # keys and values held as float64 (their int16 values, exactly): the products read
+        # them as they are, with no conversion of the whole window at every step
+        c = self.cache
+        c.k = t.zeros(c.k.shape, dtype=t.float64, device=self.dev)
+        c.v = t.zeros(c.v.shape, dtype=t.float64, device=self.dev)
 
     def embed(self, tokens):
         q = self._eq[tokens].to(self.t.int64)
@@ -60,9 +65,9 @@ class GroupBackend(TorchBackend):
 
     def store(self, li, lane, slot, kr, ke, vm, ve, km, bos) -> None:
         c, t = self.cache, self.t
-        c.k[li, lane, :, slot] = kr.to(t.int16)
+        c.k[li, lane, :, slot] = kr.to(c.k.dtype)
         c.ke[li, lane, :, slot] = ke.to(t.int32)
-        c.v[li, lane, :, slot] = vm.to(t.int16)
+        c.v[li, lane, :, slot] = vm.to(c.v.dtype)
         c.ve[li, lane, :, slot] = ve.to(t.int32)
         if self.at_start:  # known on the host: no device sync (CUDA graphs)
             L = c.lanes
@@ -74,8 +79,7 @@ class GroupBackend(TorchBackend):
         T = qr.shape[0]
         R = T // L
         nkv, g, hd = w.n_kv, w.n_head // w.n_kv, w.head_dim
-        K = c.k[li].to(t.float64)  # [L, kv, C, hd]
-        V = c.v[li].to(t.float64)
+        K, V = c.k[li], c.v[li]  # [L, kv, C, hd], float64
         KE = c.ke[li].to(t.int64)[:, None, :, None, :]  # [L, 1, kv, 1, C]
         VE = c.ve[li].to(t.int64)[:, None, :, None, :]
         q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, hd).to(t.float64)
@@ -123,7 +127,7 @@ class Group:
         cos, sin = rope_rows(o, self.rope, o.asarray([self.first - 1] * w.n_layer))
         bos = o.i64(c.bos)  # [layers, lanes, kv, hd]
         rot = rotate(o, bos.reshape(w.n_layer, -1, w.head_dim), cos, sin)
-        c.k[:, :, :, 0] = rot.reshape(bos.shape).to(self.be.t.int16)
+        c.k[:, :, :, 0] = rot.reshape(bos.shape).to(c.k.dtype)
 
     def run(self, tokens):
         """tokens [lanes, R] (int64 tensor), the next R inputs of every lane -> final-norm
@@ -154,6 +158,8 @@ class GroupRunner:
         self.be = GroupBackend(w, lanes, settings.context, device)
         self.dev = self.be.dev
         self.table = table_torch(self.dev)
+        self.cap = self.wcap = 0  # the decoder's buffers (_buffers)
+        self.graph = None
 
     def _predictor(self, steps: int):
         cfg = self.settings.predictors
@@ -219,6 +225,60 @@ class GroupRunner:
         bits = np.where(valid, PRECISION - np.log2(fr), 0.0).sum(axis=0)
         return payloads, [float(b) for b in bits[:n]]
 
+    # -- decoder: one step of every lane per call, captured once in a CUDA graph --------
+
+    def _buffers(self, steps: int, width: int) -> None:
+        """Device state of the decoder step, with room for `steps` steps and `width` words per
+        lane; rounded up to powers of two so that later groups replay the same graph."""
+        if steps <= self.cap and width <= self.wcap:
+            return
+        t, L, dev = self.t, self.lanes, self.dev
+        self.cap = max(self.cap, 1 << max(0, steps - 1).bit_length())
+        self.wcap = max(self.wcap, 1 << max(1, width - 1).bit_length())
+        z = lambda *shape: t.zeros(shape, dtype=t.int64, device=dev)  # noqa: E731
+        self.d_words, self.d_x, self.d_ptr, self.d_cnt = z(L, self.wcap), z(L), z(L), z(L)
+        self.d_tok, self.d_slot, self.d_pos, self.d_out = z(L), z(1), z(1), z(self.cap, L)
+        self.d_lane = t.arange(L, device=dev)
+        self.d_pred = self._predictor(self.cap)
+        self.graph = None
+
+    def _decode_step(self) -> None:
+        L, be = self.lanes, self.be
+        a, e = be.hidden(self.d_tok, self.d_lane, self.d_slot.expand(L), self.d_pos.expand(L))
+        z = be.logits(a, e)
+        slot = self.d_x & rans.MASK
+        pred = self.d_pred
+        if pred is None:
+            sym, start, freq = search_freqs_torch(freqs_torch(z, self.table), slot)
+        else:
+            pred.cheap()
+            sym, start, freq = search_freqs_torch(pred.freqs(z), slot)
+            pred.update(sym)
+        rans.advance_torch(self.d_x, self.d_ptr, self.d_words, slot, start, freq, self.d_cnt > self.d_pos)
+        self.d_out.index_copy_(0, self.d_pos, sym[None])
+        self.d_tok.copy_(sym)
+
+    def _step(self):
+        """The decoder step past slot 0: replayed from a CUDA graph on a GPU."""
+        if self.dev.type != "cuda":
+            return self._decode_step
+        if self.graph is None:
+            t = self.t
+            self.be.at_start = False
+            self.d_slot.fill_(1)
+            self.d_pos.fill_(1)
+            s = t.cuda.Stream()
+            s.wait_stream(t.cuda.current_stream())
+            with t.cuda.stream(s):
+                for _ in range(2):  # warm up (kernel choices) off the capture
+                    self._decode_step()
+            t.cuda.current_stream().wait_stream(s)
+            g = t.cuda.CUDAGraph()
+            with t.cuda.graph(g):
+                self._decode_step()
+            self.graph = g
+        return self.graph.replay
+
     def decode(self, counts, payloads, progress=None):
         """Token lists of up to `lanes` chunks; a damaged stream raises CorruptDataError."""
         t, L = self.t, self.lanes
@@ -229,36 +289,36 @@ class GroupRunner:
         cnt = np.zeros(L, np.int64)
         cnt[:n] = counts
         steps = int(cnt.max())
-        words = t.from_numpy(words).to(self.dev)
-        cnt_t = t.from_numpy(cnt).to(self.dev)
-        x = rans.decoder_state(words)
-        ptr = t.full((L,), 2, dtype=t.int64, device=self.dev)
-        tok = t.full((L, 1), self.bos, dtype=t.int64, device=self.dev)
-        out = t.zeros((steps, L), dtype=t.int64, device=self.dev)
-        G, pred = self._group(), self._predictor(steps)
-        if pred is not None:
-            pred.reset()
-        reported = 0
         with t.no_grad():
+            self._buffers(steps, words.shape[1])
+            step = self._step()  # captured before the state below is set: capture runs the step
+            w = np.zeros((L, self.wcap), np.int64)
+            w[:, : words.shape[1]] = words
+            self.d_words.copy_(t.from_numpy(w))
+            self.d_cnt.copy_(t.from_numpy(cnt))
+            self.d_x.copy_(rans.decoder_state(self.d_words))
+            self.d_ptr.fill_(2)
+            self.d_tok.fill_(self.bos)
+            if self.d_pred is not None:
+                self.d_pred.reset()
+            G = self._group()
+            reported = 0
             for i in range(steps):
                 G.make_room()
-                a, e = G.run(tok)
-                z = self.be.logits(a, e)
-                slot = x & rans.MASK
-                if pred is None:
-                    sym, start, freq = search_freqs_torch(freqs_torch(z, self.table), slot)
+                self.d_slot.fill_(G.next_slot())
+                self.d_pos.fill_(i)
+                self.be.at_start = i == 0
+                if i == 0:
+                    self._decode_step()  # stores BOS's unrotated key: not the captured step
                 else:
-                    pred.cheap()
-                    sym, start, freq = search_freqs_torch(pred.freqs(z), slot)
-                    pred.update(sym)
-                rans.advance_torch(x, ptr, words, slot, start, freq, cnt_t > i)
-                out[i] = sym
-                tok = sym[:, None]
+                    step()
+                G.done += 1
                 if progress is not None and (i % 64 == 63 or i == steps - 1):
                     now = int(np.minimum(cnt, i + 1).sum())
                     progress(now - reported)
                     reported = now
-        xs, ps, out = x.cpu().numpy(), ptr.cpu().numpy(), out.cpu().numpy()
+            self.be.at_start = False
+            xs, ps, out = self.d_x.cpu().numpy(), self.d_ptr.cpu().numpy(), self.d_out[:steps].cpu().numpy()
         result = []
         for j, c in enumerate(counts):
             if xs[j] != rans.LOW or ps[j] != lens[j]:

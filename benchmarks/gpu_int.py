@@ -1,0 +1,126 @@
+"""The integer engine on a GPU: whole files through the public API, cold and warm.
+
+    python benchmarks/gpu_int.py ../shared/corpora/silesia/dickens --sizes 40000,200000,800000
+    python benchmarks/gpu_int.py FILE --sizes 0 --settings chunk_bytes=8192   # all of FILE
+
+For each size, the first `size` bytes of each file are compressed and decompressed
+twice in this process: the first ("cold") includes loading the model and whatever
+the first call sets up (kernel choices, the decoder's CUDA graph), the second
+("warm") is the steady state. Every round trip is compared with the input. The
+files made are kept under --blobs (to decode them on another machine: the same
+integers on any CPU or GPU). Writes <out>.md and <out>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"cpu, torch {torch.__version__}"
+
+
+def _settings(text: str) -> dict:
+    out = {}
+    for kv in filter(None, text.split(",")):
+        k, v = kv.split("=")
+        out[k] = int(v)
+    return out
+
+
+def run_one(data: bytes, name: str, args, settings: dict) -> dict:
+    import nacrith
+
+    row = dict(file=name, bytes=len(data), settings=settings)
+    t0 = time.perf_counter()
+    comp = nacrith.Compressor(model=args.model, engine="int", device=args.device, **settings)
+    row["load_s"] = round(time.perf_counter() - t0, 2)
+    times = []
+    for _ in range(2):
+        _sync()
+        t0 = time.perf_counter()
+        blob = comp.compress(data)
+        _sync()
+        times.append(time.perf_counter() - t0)
+    row["compress_cold_s"], row["compress_warm_s"] = round(times[0], 3), round(times[1], 3)
+    dec = nacrith.Decompressor(model=args.model, device=args.device)
+    times = []
+    for _ in range(2):
+        _sync()
+        t0 = time.perf_counter()
+        back = dec.decompress(blob)
+        _sync()
+        times.append(time.perf_counter() - t0)
+    row["decompress_cold_s"], row["decompress_warm_s"] = round(times[0], 3), round(times[1], 3)
+    row["exact"] = back == data
+    row["bpb"] = round(8 * len(blob) / len(data), 4)
+    row["sha256"] = hashlib.sha256(blob).hexdigest()
+    lm = comp.lm
+    toks = len(lm.model.tokenize(data))  # the whole input as one text: near the coded count
+    row["tokens"] = toks
+    if toks:
+        row["compress_tok_s"] = round(toks / row["compress_warm_s"])
+        row["decompress_tok_s"] = round(toks / row["decompress_warm_s"])
+    if args.blobs:
+        Path(args.blobs).mkdir(parents=True, exist_ok=True)
+        (Path(args.blobs) / f"{name}.nc").write_bytes(blob)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--sizes", default="40000,200000,800000", help="leading bytes of each file (0: all)")
+    ap.add_argument("--settings", default="", help="k=v,... stored settings (default: the engine's)")
+    ap.add_argument("--model")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--blobs", default="")
+    ap.add_argument("--out", default="benchmarks/results/gpu-int")
+    args = ap.parse_args(argv)
+    settings = _settings(args.settings)
+    rows = []
+    for f in args.files:
+        full = Path(f).read_bytes()
+        for size in [int(s) for s in args.sizes.split(",")]:
+            data = full[:size] if size else full
+            name = f"{Path(f).name}-{len(data)}"
+            rows.append(run_one(data, name, args, settings))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(device=_device_name(args.device), command=" ".join(["python", "benchmarks/gpu_int.py", *sys.argv[1:]]),
+                date=time.strftime("%Y-%m-%d"))
+    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    lines = [f"# Integer engine on {meta['device']}", "", f"`{meta['command']}` ({meta['date']})", "",
+             "cold: first call in the process (model load excluded, shown apart); warm: the second call.", "",
+             "| file | bytes | tokens | bpb | load s | compress cold / warm s | decompress cold / warm s "
+             "| compress tok/s | decompress tok/s | exact |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        lines.append(f"| {r['file']} | {r['bytes']:,} | {r.get('tokens') or 0:,} | {r['bpb']} | {r['load_s']} | "
+                     f"{r['compress_cold_s']} / {r['compress_warm_s']} | {r['decompress_cold_s']} / {r['decompress_warm_s']} | "
+                     f"{r.get('compress_tok_s', 0):,} | {r.get('decompress_tok_s', 0):,} | {r['exact']} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
