@@ -103,10 +103,51 @@ def score_bits(o, s, qe, ke, scale: int):
     return o.clip(shift(o, s * scale, sh), -spec.SCORE_CAP, spec.SCORE_CAP)
 
 
-class Forward:
-    """The model over rows (see module docstring), on a backend."""
+def qkv_split(o, y, e, cos, sin, nh: int, nkv: int, hd: int):
+    """The qkv product's rows (value y * 2**(e - 24)) -> rotated query mantissas and
+    exponents, rotated and unrotated key mantissas, value mantissas, with exponents."""
+    T = y.shape[0]
+    q = y[:, : nh * hd].reshape(T, nh, hd)
+    k = y[:, nh * hd : (nh + nkv) * hd].reshape(T, nkv, hd)
+    v = y[:, (nh + nkv) * hd :].reshape(T, nkv, hd)
+    ev = e[:, :, None] - spec.WEIGHT_UNIT
+    qm, qe = quantise(o, q, spec.QK_BITS, (-1,))
+    km, ke = quantise(o, k, spec.QK_BITS, (-1,))
+    vm, ve = quantise(o, v, spec.V_BITS, (-1,))
+    qe, ke, ve = (qe + ev)[..., 0], (ke + ev)[..., 0], (ve + ev)[..., 0]
+    return rotate(o, qm, cos, sin), qe, rotate(o, km, cos, sin), ke, vm, ve, km
 
-    def __init__(self, weights, backend):
+
+def resid_norm(o, h, y, e, g, g_shift, dim: int, eps):
+    """Add a product's rows (value y * 2**(e - 24)) to the residual, then RMSNorm it."""
+    h = h + shift(o, y, -(e - spec.WEIGHT_UNIT + spec.RESID))
+    a, e = rmsnorm(o, h, g, g_shift, dim, eps)
+    return h, a, e
+
+
+def swiglu(o, y, e, table):
+    """The gate/up product's rows -> silu(gate) * up as int16 mantissas and exponents."""
+    F = y.shape[1] // 2
+    g = o.clip(shift(o, y[:, :F], -(e - spec.WEIGHT_UNIT + 16)), -_SIGMOID_CLAMP, _SIGMOID_CLAMP)  # Q16 nats
+    um, ue = quantise(o, y[:, F:], spec.ACT_BITS, (-1,))
+    sig = sigmoid_q24(o, (g * LOG2E_FIX) >> 16, table)
+    p = ((g * sig) >> 24) * um  # silu(g) * up, value p * 2**(ue - 24 - 16)
+    a, e2 = quantise(o, p, spec.ACT_BITS, (-1,))
+    return a, e2 + ue + e - spec.WEIGHT_UNIT - 16
+
+
+def _plain(fn):
+    return fn
+
+
+class Forward:
+    """The model over rows (see module docstring), on a backend.
+
+    The elementwise stages between the products are plain functions of tensors, so a
+    backend may hand `fuse` (torch.compile) to have each made one kernel or a few;
+    the integers are the same either way."""
+
+    def __init__(self, weights, backend, fuse=None):
         self.w = weights
         self.be = backend
         o = self.o = backend.ops
@@ -114,54 +155,42 @@ class Forward:
         self.rope = o.asarray(weights.rope)
         em, ee = weights.eps
         self.eps = (o.asarray(em), ee, 62 - int(em).bit_length())
-        self.gam = [(o.asarray(ly.attn_norm), ly.attn_norm_shift, o.asarray(ly.ffn_norm), ly.ffn_norm_shift)
-                    for ly in weights.layers]
-        self.out_norm = (o.asarray(weights.out_norm), weights.out_norm_shift)
+        # shifts as arrays: a compiled stage then serves every layer
+        self.gam = [(o.asarray(ly.attn_norm), o.asarray(ly.attn_norm_shift), o.asarray(ly.ffn_norm),
+                     o.asarray(ly.ffn_norm_shift)) for ly in weights.layers]
+        self.out_norm = (o.asarray(weights.out_norm), o.asarray(weights.out_norm_shift))
         # made once: a host-to-device copy inside a step would break CUDA graph capture
         self._embed_shift = o.asarray(spec.WEIGHT_UNIT - spec.RESID)
+        f = fuse or _plain
+        self.f_norm, self.f_qkv, self.f_groups = f(rmsnorm), f(qkv_split), f(quantise_groups)
+        self.f_resid, self.f_swiglu, self.f_logits = f(resid_norm), f(swiglu), f(shift)
 
     def hidden(self, tokens, lane, slot, pos):
         """Rows -> the final norm's output (int16 mantissas, per-row exponent)."""
         o, w, be = self.o, self.w, self.be
-        T = tokens.shape[0]
         nh, nkv, hd, dim = w.n_head, w.n_kv, w.head_dim, w.dim
         h = shift(o, be.embed(tokens), self._embed_shift)
         cos, sin = rope_rows(o, self.rope, pos)
         bos = slot == 0
+        an, ans = self.gam[0][:2]
+        a, e = self.f_norm(o, h, an, ans, dim, self.eps)
         for li in range(w.n_layer):
-            an, ans, fn, fns = self.gam[li]
-            a, e = rmsnorm(o, h, an, ans, dim, self.eps)
+            fn, fns = self.gam[li][2:]
+            gn, gns = self.gam[li + 1][:2] if li + 1 < w.n_layer else self.out_norm
             y = be.linear(li, "qkv", a)  # value y * 2**(e - 24)
-            q = y[:, : nh * hd].reshape(T, nh, hd)
-            k = y[:, nh * hd : (nh + nkv) * hd].reshape(T, nkv, hd)
-            v = y[:, (nh + nkv) * hd :].reshape(T, nkv, hd)
-            ev = e[:, :, None] - spec.WEIGHT_UNIT
-            qm, qe = quantise(o, q, spec.QK_BITS, (-1,))
-            km, ke = quantise(o, k, spec.QK_BITS, (-1,))
-            vm, ve = quantise(o, v, spec.V_BITS, (-1,))
-            qe, ke, ve = (qe + ev)[..., 0], (ke + ev)[..., 0], (ve + ev)[..., 0]
-            kr = rotate(o, km, cos, sin)
+            qr, qe, kr, ke, vm, ve, km = self.f_qkv(o, y, e, cos, sin, nh, nkv, hd)
             be.store(li, lane, slot, kr, ke, vm, ve, km, bos)
-            ov, oe = be.attend(li, lane, slot, rotate(o, qm, cos, sin), qe)
-            a, e = quantise_groups(o, ov, oe, spec.ACT_BITS)
-            h = h + shift(o, be.linear(li, "o", a), -(e - spec.WEIGHT_UNIT + spec.RESID))
-            a, e = rmsnorm(o, h, fn, fns, dim, self.eps)
-            y = be.linear(li, "ffn_up", a)  # value y * 2**(e - 24)
-            F = y.shape[1] // 2
-            g = o.clip(shift(o, y[:, :F], -(e - spec.WEIGHT_UNIT + 16)), -_SIGMOID_CLAMP, _SIGMOID_CLAMP)  # Q16 nats
-            um, ue = quantise(o, y[:, F:], spec.ACT_BITS, (-1,))
-            sig = sigmoid_q24(o, (g * LOG2E_FIX) >> 16, self.exp2)
-            p = ((g * sig) >> 24) * um  # silu(g) * up, value p * 2**(ue - 24 - 16)
-            a, e2 = quantise(o, p, spec.ACT_BITS, (-1,))
-            e = e2 + ue + e - spec.WEIGHT_UNIT - 16
-            h = h + shift(o, be.linear(li, "ffn_down", a), -(e - spec.WEIGHT_UNIT + spec.RESID))
-        g, gs = self.out_norm
-        return rmsnorm(o, h, g, gs, dim, self.eps)
+            ov, oe = be.attend(li, lane, slot, qr, qe)
+            a, e = self.f_groups(o, ov, oe, spec.ACT_BITS)
+            h, a, e = self.f_resid(o, h, be.linear(li, "o", a), e, fn, fns, dim, self.eps)
+            a, e = self.f_swiglu(o, be.linear(li, "ffn_up", a), e, self.exp2)
+            h, a, e = self.f_resid(o, h, be.linear(li, "ffn_down", a), e, gn, gns, dim, self.eps)
+        return a, e
 
     def logits(self, a, e):
         """Final-norm rows -> logits, int64 in units of 2**-16 nats."""
         y = self.be.linear(None, "logits", a)
-        return shift(self.o, y, -(e - spec.WEIGHT_UNIT + spec.LOGIT_UNIT))
+        return self.f_logits(self.o, y, -(e - spec.WEIGHT_UNIT + spec.LOGIT_UNIT))
 
 
 def quantise_groups(o, m, e, bits: int):

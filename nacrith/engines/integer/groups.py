@@ -43,8 +43,19 @@ class GroupBackend(TorchBackend):
     at the same slots: attention batched over the whole group."""
 
     def __init__(self, w, lanes: int, context: int, device: str):
-        super().__init__(w, lanes, context, device)
+        import os
+
+        import torch
+
+        fuse = None
+        mode = os.environ.get("NACRITH_COMPILE", "1")  # "always": on the CPU too (tests)
+        if mode == "always" or (torch.device(device).type == "cuda" and mode != "0"):
+            # each elementwise stage made a few kernels: thousands of tiny kernels a step
+            # otherwise (NACRITH_COMPILE=0: the same integers, unfused)
+            fuse = lambda fn: torch.compile(fn, dynamic=False)  # noqa: E731
+        super().__init__(w, lanes, context, device, fuse)
         t = self.t
+        self.f_probs = (fuse or (lambda fn: fn))(attention_probs)
         e = w.embed
         self._eq = t.from_numpy(e.q).to(self.dev)
         self._ed = t.from_numpy(e.d).to(self.dev)
@@ -86,16 +97,23 @@ class GroupBackend(TorchBackend):
         s = (q @ K.transpose(2, 3)).to(t.int64)  # [L, kv, R*g, C]
         s = s.reshape(L, nkv, R, g, -1).permute(0, 2, 1, 3, 4)  # [L, R, kv, g, C]
         qe_ = qe.reshape(L, R, nkv, g)[..., None]
-        bits = score_bits(o, s, qe_, KE, w.score)
-        masked = (self.slots[None, :] > slot.reshape(L, R)[:, :, None])[:, :, None, None, :]
-        p = softmax_p(o, bits, masked, self.exp2)
-        ve = t.where(masked, -(1 << 40), VE)
-        em = ve.amax(dim=-1, keepdim=True)  # [L, R, kv, 1, 1]
-        p = p >> t.clamp(em - ve, 0, 62)
+        p, em = self.f_probs(o, s, qe_, KE, VE, self.slots, slot.reshape(L, R), w.score, self.exp2)
         pv = p.to(t.float64).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, -1) @ V  # [L, kv, R*g, hd]
         out = pv.to(t.int64).reshape(L, nkv, R, g, hd).permute(0, 2, 1, 3, 4).reshape(T, w.n_head, hd)
         oe = (em[..., 0, 0] - spec.P_BITS)[..., None].expand(L, R, nkv, g).reshape(T, w.n_head)
         return out, oe
+
+
+def attention_probs(o, s, qe, KE, VE, slots, slot, scale: int, table):
+    """Dot products s [L, R, kv, g, C] -> probabilities scaled to the values' common
+    exponent em [L, R, kv, 1, 1] (Reference.attend's steps, over the full window with
+    the slots after each row's own masked)."""
+    bits = score_bits(o, s, qe, KE, scale)
+    masked = (slots[None, None, :] > slot[:, :, None])[:, :, None, None, :]
+    p = softmax_p(o, bits, masked, table)
+    ve = o.where(masked, -(1 << 40), VE)
+    em = o.amax(ve, -1)
+    return p >> o.clip(em - ve, 0, 62), em
 
 
 class Group:

@@ -17,7 +17,7 @@ from .reference import KVCache
 
 
 class TorchBackend:
-    def __init__(self, w, lanes: int, context: int, device: str = "cpu"):
+    def __init__(self, w, lanes: int, context: int, device: str = "cpu", fuse=None):
         import torch
 
         self.t = torch
@@ -33,7 +33,7 @@ class TorchBackend:
                 self.mats[li, name] = self._dense(getattr(ly, attr))
         self.mats[None, "logits"] = self._dense(w.output)
         self._embed = w.embed
-        self.fwd = Forward(w, self)
+        self.fwd = Forward(w, self, fuse)
 
     def _dense(self, bw):
         return self.t.from_numpy(bw.dense().T.astype(np.float64)).to(self.dev)
