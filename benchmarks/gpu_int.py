@@ -60,6 +60,7 @@ def run_one(data: bytes, name: str, args, settings: dict) -> dict:
         blob = comp.compress(data)
         _sync()
         times.append(time.perf_counter() - t0)
+        print(f"{name}: compressed in {times[-1]:.2f} s", file=sys.stderr, flush=True)
     row["compress_cold_s"], row["compress_warm_s"] = round(times[0], 3), round(times[1], 3)
     dec = nacrith.Decompressor(model=args.model, device=args.device)
     times = []
@@ -69,6 +70,7 @@ def run_one(data: bytes, name: str, args, settings: dict) -> dict:
         back = dec.decompress(blob)
         _sync()
         times.append(time.perf_counter() - t0)
+        print(f"{name}: decompressed in {times[-1]:.2f} s", file=sys.stderr, flush=True)
     row["decompress_cold_s"], row["decompress_warm_s"] = round(times[0], 3), round(times[1], 3)
     row["exact"] = back == data
     row["bpb"] = round(8 * len(blob) / len(data), 4)
