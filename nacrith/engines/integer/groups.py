@@ -27,7 +27,7 @@ from ...codec.quantize import PRECISION, lookup_freqs_torch, search_freqs_torch,
 from ...errors import CorruptDataError
 from ...predictors.online import Online
 from . import spec
-from .forward import rope_rows, rotate, score_bits, softmax_p
+from .forward import qkv_split, quantise_groups, resid_norm, rope_rows, rotate, score_bits, shift, softmax_p, swiglu
 from .torch_backend import TorchBackend
 
 GROUP_LANES = 256  # lanes of a group where the engine is not told (fewer for fewer chunks)
@@ -53,9 +53,13 @@ class GroupBackend(TorchBackend):
             # each elementwise stage made a few kernels: thousands of tiny kernels a step
             # otherwise (NACRITH_COMPILE=0: the same integers, unfused)
             fuse = lambda fn: torch.compile(fn, dynamic=False)  # noqa: E731
+            torch._dynamo.config.recompile_limit = 64  # a few shapes per group size, many sizes
+            torch._dynamo.config.accumulated_recompile_limit = 4096
         super().__init__(w, lanes, context, device, fuse)
         t = self.t
-        self.f_probs = (fuse or (lambda fn: fn))(attention_probs)
+        f = fuse or (lambda fn: fn)
+        self.f_pre, self.f_post, self.f_logits = f(layer_in), f(layer_out), f(final_logits)
+        self.f_rope = f(rope_rows)
         e = w.embed
         self._eq = t.from_numpy(e.q).to(self.dev)
         self._ed = t.from_numpy(e.d).to(self.dev)
@@ -84,24 +88,69 @@ class GroupBackend(TorchBackend):
             L = c.lanes
             c.bos[li] = km.reshape(L, -1, *km.shape[1:])[:, 0].to(t.int16)
 
-    def attend(self, li, lane, slot, qr, qe):
-        t, w, c, o = self.t, self.w, self.cache, self.ops
-        L = c.lanes
-        T = qr.shape[0]
-        R = T // L
-        nkv, g, hd = w.n_kv, w.n_head // w.n_kv, w.head_dim
-        K, V = c.k[li], c.v[li]  # [L, kv, C, hd], float64
-        KE = c.ke[li].to(t.int64)[:, None, :, None, :]  # [L, 1, kv, 1, C]
-        VE = c.ve[li].to(t.int64)[:, None, :, None, :]
-        q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, hd).to(t.float64)
-        s = (q @ K.transpose(2, 3)).to(t.int64)  # [L, kv, R*g, C]
-        s = s.reshape(L, nkv, R, g, -1).permute(0, 2, 1, 3, 4)  # [L, R, kv, g, C]
-        qe_ = qe.reshape(L, R, nkv, g)[..., None]
-        p, em = self.f_probs(o, s, qe_, KE, VE, self.slots, slot.reshape(L, R), w.score, self.exp2)
-        pv = p.to(t.float64).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, -1) @ V  # [L, kv, R*g, hd]
-        out = pv.to(t.int64).reshape(L, nkv, R, g, hd).permute(0, 2, 1, 3, 4).reshape(T, w.n_head, hd)
-        oe = (em[..., 0, 0] - spec.P_BITS)[..., None].expand(L, R, nkv, g).reshape(T, w.n_head)
-        return out, oe
+    def hidden(self, tokens, lane, slot, pos):
+        """Forward.hidden's steps, with each layer in two stages (the products, and the
+        elementwise work around them), so that a compiled stage is a handful of kernels
+        and serves every layer."""
+        o, w, F, c = self.ops, self.w, self.fwd, self.cache
+        h = shift(o, self.embed(tokens), F._embed_shift)
+        cos, sin = self.f_rope(o, F.rope, pos)
+        an, ans = F.gam[0][:2]
+        a, e = F.f_norm(o, h, an, ans, w.dim, F.eps)
+        for li in range(w.n_layer):
+            fn, fns = F.gam[li][2:]
+            gn, gns = F.gam[li + 1][:2] if li + 1 < w.n_layer else F.out_norm
+            m = lambda name: self.mats[li, name]  # noqa: E731
+            qr, qe, kr, ke, vm, ve, km = self.f_pre(o, a, e, m("qkv"), cos, sin, w.n_head, w.n_kv, w.head_dim)
+            self.store(li, lane, slot, kr, ke, vm, ve, km, None)
+            h, a, e = self.f_post(o, h, qr, qe, c.k[li], c.v[li], c.ke[li], c.ve[li], self.slots, slot,
+                                  m("o"), m("ffn_up"), m("ffn_down"), fn, fns, gn, gns, w.dim, F.eps,
+                                  w.score, F.exp2)
+        return a, e
+
+    def logits(self, a, e):
+        return self.f_logits(self.ops, a, e, self.mats[None, "logits"])
+
+
+def _product(a, W):
+    """An exact integer product: every partial sum is an integer below 2**53 (weights.py)."""
+    return (a.to(W.dtype) @ W).to(a.dtype)
+
+
+def layer_in(o, a, e, W, cos, sin, nh: int, nkv: int, hd: int):
+    return qkv_split(o, _product(a, W), e, cos, sin, nh, nkv, hd)
+
+
+def layer_out(o, h, qr, qe, K, V, KE, VE, slots, slot, Wo, W13, W2, fn, fns, gn, gns, dim: int, eps,
+              score: int, table):
+    """Attention over the group's windows, the output projection and the feed-forward."""
+    ov, oe = attention(o, qr, qe, K, V, KE, VE, slots, slot, score, table)
+    a, e = quantise_groups(o, ov, oe, spec.ACT_BITS)
+    h, a, e = resid_norm(o, h, _product(a, Wo), e, fn, fns, dim, eps)
+    a, e = swiglu(o, _product(a, W13), e, table)
+    return resid_norm(o, h, _product(a, W2), e, gn, gns, dim, eps)
+
+
+def final_logits(o, a, e, W):
+    return shift(o, _product(a, W), -(e - spec.WEIGHT_UNIT + spec.LOGIT_UNIT))
+
+
+def attention(o, qr, qe, K, V, KE, VE, slots, slot, score: int, table):
+    """Rows lane-major ([L, R] flattened, every lane at the same slots) against the
+    windows K, V [L, kv, C, hd] (float64 of int16 values), KE, VE [L, kv, C]."""
+    L, nkv, C, hd = K.shape
+    T, nh = qr.shape[0], qr.shape[1]
+    R, g = T // L, nh // nkv
+    q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, hd).to(K.dtype)
+    s = (q @ K.transpose(2, 3)).to(qe.dtype)  # [L, kv, R*g, C], exact
+    s = s.reshape(L, nkv, R, g, C).permute(0, 2, 1, 3, 4)  # [L, R, kv, g, C]
+    ke = KE.to(qe.dtype)[:, None, :, None, :]
+    ve = VE.to(qe.dtype)[:, None, :, None, :]
+    p, em = attention_probs(o, s, qe.reshape(L, R, nkv, g)[..., None], ke, ve, slots, slot.reshape(L, R), score, table)
+    pv = p.to(V.dtype).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, C) @ V  # [L, kv, R*g, hd], exact
+    out = pv.to(qe.dtype).reshape(L, nkv, R, g, hd).permute(0, 2, 1, 3, 4).reshape(T, nh, hd)
+    oe = (em[..., 0, 0] - spec.P_BITS)[..., None].expand(L, R, nkv, g).reshape(T, nh)
+    return out, oe
 
 
 def attention_probs(o, s, qe, KE, VE, slots, slot, scale: int, table):
