@@ -227,6 +227,7 @@ class GroupRunner:
         self.table = table_torch(self.dev)
         self.cap = self.wcap = 0  # the decoder's buffers (_buffers)
         self.graph = None
+        self.e_cap, self.e_z, self.e_pred, self.e_graph = 0, None, None, None  # the encoder's (_coder)
 
     def _predictor(self, steps: int):
         cfg = self.settings.predictors
@@ -254,17 +255,19 @@ class GroupRunner:
         targets = t.from_numpy(targets).to(self.dev)
         starts = t.zeros((steps, L), dtype=t.int64, device=self.dev)
         freqs = t.ones((steps, L), dtype=t.int64, device=self.dev)
-        G, pred = self._group(), self._predictor(steps)
-        if pred is not None:
-            pred.reset()
+        per = max(1, min(self.block, _LOGIT_ROWS // L))  # steps of logits at once
+        G = self._group()
+        pred = self._coder(steps, per) if self.settings.predictors.any else None
         with t.no_grad():
+            if pred is not None:
+                step = self._code_runner()  # captured before the state is reset below
+                pred.reset()
             while G.done < steps:
                 G.make_room()
                 p0 = G.done
                 R = min(G.room(), self.block, steps - p0)
                 a, e = G.run(inputs[:, p0 : p0 + R])
                 a, e = a.reshape(L, R, -1), e.reshape(L, R, -1)
-                per = max(1, _LOGIT_ROWS // L)  # steps of logits at once
                 for i0 in range(0, R, per):
                     i1 = min(R, i0 + per)
                     rows_a = a[:, i0:i1].transpose(0, 1).reshape(-1, a.shape[-1])  # step-major
@@ -276,12 +279,13 @@ class GroupRunner:
                         st, fr = lookup_freqs_torch(f, tg.reshape(-1))
                         starts[p0 + i0 : p0 + i1] = st.reshape(i1 - i0, L)
                         freqs[p0 + i0 : p0 + i1] = fr.reshape(i1 - i0, L)
-                    else:
-                        for i in range(i1 - i0):
-                            pred.cheap()
-                            st, fr = lookup_freqs_torch(pred.freqs(z[i]), tg[i])
-                            pred.update(tg[i])
-                            starts[p0 + i0 + i], freqs[p0 + i0 + i] = st, fr
+                    else:  # the predictors take the steps one by one
+                        k = i1 - i0
+                        self.e_z[:k], self.e_tg[:k] = z, tg
+                        self.e_i.zero_()
+                        for _ in range(k):
+                            step()
+                        starts[p0 + i0 : p0 + i1], freqs[p0 + i0 : p0 + i1] = self.e_st[:k], self.e_fr[:k]
                 if progress is not None:
                     live = np.minimum(counts, p0 + R) - np.minimum(counts, p0)
                     progress(int(live.sum()))
@@ -291,6 +295,51 @@ class GroupRunner:
         payloads = rans.encode_lanes(st, fr, counts)[:n]
         bits = np.where(valid, PRECISION - np.log2(fr), 0.0).sum(axis=0)
         return payloads, [float(b) for b in bits[:n]]
+
+    def _coder(self, steps: int, per: int):
+        """The encoder's predictor step state: logits and targets of `per` steps in, (start,
+        freq) out, step index on the device; remade (and recaptured) when it must grow."""
+        t, L = self.t, self.lanes
+        if self.e_pred is None or steps > self.e_cap or per > self.e_z.shape[0]:
+            self.e_cap = max(self.e_cap, 1 << max(0, steps - 1).bit_length())
+            per = max(per, self.e_z.shape[0] if self.e_z is not None else 0)
+            z = lambda *shape: t.zeros(shape, dtype=t.int64, device=self.dev)  # noqa: E731
+            self.e_z, self.e_tg, self.e_st, self.e_fr = z(per, L, self.w.n_vocab), z(per, L), z(per, L), z(per, L)
+            self.e_i = z(1)
+            self.e_pred = self._predictor(self.e_cap)
+            self.e_graph = None
+        return self.e_pred
+
+    def _code_step(self) -> None:
+        z = self.e_z.index_select(0, self.e_i).squeeze(0)
+        tg = self.e_tg.index_select(0, self.e_i).squeeze(0)
+        pred = self.e_pred
+        pred.cheap()
+        st, fr = lookup_freqs_torch(pred.freqs(z), tg)
+        pred.update(tg)
+        self.e_st.index_copy_(0, self.e_i, st[None])
+        self.e_fr.index_copy_(0, self.e_i, fr[None])
+        self.e_i.add_(1)
+
+    def _code_runner(self):
+        if self.e_graph is None and self.dev.type == "cuda":
+            self.e_i.zero_()
+            self.e_graph = self._capture(self._code_step)
+        return self._code_step if self.e_graph is None else self.e_graph.replay
+
+    def _capture(self, fn):
+        """fn run twice off the capture (kernel choices, compiles), then captured once."""
+        t = self.t
+        s = t.cuda.Stream()
+        s.wait_stream(t.cuda.current_stream())
+        with t.cuda.stream(s):
+            for _ in range(2):
+                fn()
+        t.cuda.current_stream().wait_stream(s)
+        g = t.cuda.CUDAGraph()
+        with t.cuda.graph(g):
+            fn()
+        return g
 
     # -- decoder: one step of every lane per call, captured once in a CUDA graph --------
 
@@ -330,20 +379,10 @@ class GroupRunner:
         if self.dev.type != "cuda":
             return self._decode_step
         if self.graph is None:
-            t = self.t
             self.be.at_start = False
             self.d_slot.fill_(1)
             self.d_pos.fill_(1)
-            s = t.cuda.Stream()
-            s.wait_stream(t.cuda.current_stream())
-            with t.cuda.stream(s):
-                for _ in range(2):  # warm up (kernel choices) off the capture
-                    self._decode_step()
-            t.cuda.current_stream().wait_stream(s)
-            g = t.cuda.CUDAGraph()
-            with t.cuda.graph(g):
-                self._decode_step()
-            self.graph = g
+            self.graph = self._capture(self._decode_step)
         return self.graph.replay
 
     def decode(self, counts, payloads, progress=None):
