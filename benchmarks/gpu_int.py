@@ -106,6 +106,10 @@ def main(argv=None) -> None:
             data = full[:size] if size else full
             name = f"{Path(f).name}-{len(data)}"
             rows.append(run_one(data, name, args, settings))
+            write(rows, args)  # after every row: a run cut short keeps what it measured
+
+
+def write(rows, args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(device=_device_name(args.device), command=" ".join(["python", "benchmarks/gpu_int.py", *sys.argv[1:]]),
@@ -121,7 +125,6 @@ def main(argv=None) -> None:
                      f"{r['compress_cold_s']} / {r['compress_warm_s']} | {r['decompress_cold_s']} / {r['decompress_warm_s']} | "
                      f"{r.get('compress_tok_s', 0):,} | {r.get('decompress_tok_s', 0):,} | {r['exact']} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
