@@ -1,0 +1,92 @@
+"""The integer engine's lockstep groups (engines/integer/groups.py), the GPU schedule,
+run here on the CPU's torch: the same bytes as the C kernels for any group size, files
+of either decode under the other, damage is refused.
+
+NACRITH_TEST_DEVICE=cuda runs them on a GPU (by hand, on the GPU machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from nacrith.errors import CorruptDataError
+
+DEVICE = os.environ.get("NACRITH_TEST_DEVICE", "cpu")
+# context 64 with a slide of 16: the 1,600-byte text slides every window several times,
+# 300-byte chunks make 6 chunks: one group of 6 lanes
+SMALL = dict(engine="int", context=64, slide=16, chunk_bytes=300)
+
+
+@pytest.fixture(scope="module")
+def text():
+    return (Path(__file__).parent / "data" / "golden.txt").read_bytes()[:1600]
+
+
+def _engine(model_path, backend: str, lanes=None):
+    from nacrith.api import load_model, settings_for
+
+    st = settings_for(**SMALL)
+    eng = load_model(model_path, st).engine.inner
+    eng.backend, eng.device, eng.lanes, eng._state = backend, DEVICE if backend == "torch" else None, lanes, None
+    return eng
+
+
+def _compress(model_path, text, backend, lanes=None):
+    import nacrith
+
+    comp = nacrith.Compressor(model=model_path, **SMALL)
+    eng = comp.lm.engine.inner
+    saved = eng.backend, eng.device, eng.lanes
+    try:
+        eng.backend, eng.device, eng.lanes, eng._state = backend, DEVICE if backend == "torch" else None, lanes, None
+        return comp.compress(text)
+    finally:
+        (eng.backend, eng.device, eng.lanes), eng._state = saved, None
+
+
+@pytest.fixture(scope="module")
+def native_blob(model_path, text):
+    return _compress(model_path, text, "native")
+
+
+def test_groups_give_the_bytes_of_the_c_kernels(model_path, text, native_blob):
+    blob = _compress(model_path, text, "torch")  # one group of every chunk
+    assert hashlib.sha256(blob).hexdigest() == hashlib.sha256(native_blob).hexdigest()
+
+
+def test_groups_decode_files_of_the_c_kernels(model_path, text, native_blob):
+    import nacrith
+
+    assert nacrith.Decompressor(model=model_path, device=DEVICE).decompress(native_blob) == text
+
+
+def test_the_engine_calls_agree_and_a_damaged_stream_is_refused(model_path, text):
+    """Engine.encode / decode directly, groups of 4 lanes (so two groups, the second of 2
+    chunks): the C kernels' payloads, decoded back, and one changed bit in a stream is a
+    CorruptDataError."""
+    from nacrith.api import load_model, settings_for
+
+    st = settings_for(**SMALL)
+    lm = load_model(model_path, st)
+    toks = lm.model.tokenize(text)
+    lists = [toks[i : i + 70] for i in range(0, len(toks), 70)]  # 70 > 64: every window slides
+    bos = lm.model.bos
+    native = _engine(model_path, "native")
+    want, _ = native.encode(st, bos, lists)
+    groups = _engine(model_path, "torch", lanes=4)
+    try:
+        got, _ = groups.encode(st, bos, lists)
+        assert got == want
+        assert groups.decode(st, bos, [len(x) for x in lists], got) == lists
+        bad = list(got)
+        b = bytearray(bad[-1])
+        b[9] ^= 0x10
+        bad[-1] = bytes(b)
+        with pytest.raises(CorruptDataError):
+            groups.decode(st, bos, [len(x) for x in lists], bad)
+    finally:
+        groups.backend, groups.device, groups.lanes, groups._state = "native", None, None, None
