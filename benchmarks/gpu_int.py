@@ -46,6 +46,21 @@ def _settings(text: str) -> dict:
     return out
 
 
+def _twice(row: dict, what: str, fn):
+    """fn() cold, then warm; the seconds of each go into row[<verb>_cold_s / _warm_s]."""
+    times = []
+    for _ in range(2):
+        _sync()
+        t0 = time.perf_counter()
+        result = fn()
+        _sync()
+        times.append(time.perf_counter() - t0)
+        print(f"{what}: {times[-1]:.2f} s", file=sys.stderr, flush=True)
+    verb = what.rsplit(" ", 1)[-1]
+    row[f"{verb}_cold_s"], row[f"{verb}_warm_s"] = round(times[0], 3), round(times[1], 3)
+    return result
+
+
 def run_one(data: bytes, name: str, args, settings: dict) -> dict:
     import nacrith
 
@@ -53,25 +68,9 @@ def run_one(data: bytes, name: str, args, settings: dict) -> dict:
     t0 = time.perf_counter()
     comp = nacrith.Compressor(model=args.model, engine="int", device=args.device, **settings)
     row["load_s"] = round(time.perf_counter() - t0, 2)
-    times = []
-    for _ in range(2):
-        _sync()
-        t0 = time.perf_counter()
-        blob = comp.compress(data)
-        _sync()
-        times.append(time.perf_counter() - t0)
-        print(f"{name}: compressed in {times[-1]:.2f} s", file=sys.stderr, flush=True)
-    row["compress_cold_s"], row["compress_warm_s"] = round(times[0], 3), round(times[1], 3)
+    blob = _twice(row, f"{name}: compress", lambda: comp.compress(data))
     dec = nacrith.Decompressor(model=args.model, device=args.device)
-    times = []
-    for _ in range(2):
-        _sync()
-        t0 = time.perf_counter()
-        back = dec.decompress(blob)
-        _sync()
-        times.append(time.perf_counter() - t0)
-        print(f"{name}: decompressed in {times[-1]:.2f} s", file=sys.stderr, flush=True)
-    row["decompress_cold_s"], row["decompress_warm_s"] = round(times[0], 3), round(times[1], 3)
+    back = _twice(row, f"{name}: decompress", lambda: dec.decompress(blob))
     row["exact"] = back == data
     row["bpb"] = round(8 * len(blob) / len(data), 4)
     row["sha256"] = hashlib.sha256(blob).hexdigest()

@@ -82,6 +82,17 @@ def decoder_state(words):
     return (words[:, 0] << 32) | words[:, 1]
 
 
+def lane_results(x, ptr, lens, out, counts) -> list[list[int]]:
+    """The decoded symbols of each lane (out [steps, lanes], numpy), once every lane's final
+    state is checked: back at LOW with all its words read, else the data was damaged."""
+    result = []
+    for j, n in enumerate(counts):
+        if x[j] != LOW or ptr[j] != lens[j]:
+            raise CorruptDataError(f"lane {j}: the coded stream does not end where it should (damaged data)")
+        result.append(out[:n, j].tolist())
+    return result
+
+
 def advance_torch(x, ptr, words, slot, start, freq, active):
     """One decoder step for the active lanes (torch, in place on x and ptr).
 

@@ -24,7 +24,6 @@ import numpy as np
 
 from ...codec import rans
 from ...codec.quantize import PRECISION, lookup_freqs_torch, search_freqs_torch, freqs_torch, table_torch
-from ...errors import CorruptDataError
 from ...predictors.online import Online
 from . import spec
 from .forward import qkv_split, quantise_groups, resid_norm, rope_rows, rotate, score_bits, shift, softmax_p, swiglu
@@ -425,9 +424,4 @@ class GroupRunner:
                     reported = now
             self.be.at_start = False
             xs, ps, out = self.d_x.cpu().numpy(), self.d_ptr.cpu().numpy(), self.d_out[:steps].cpu().numpy()
-        result = []
-        for j, c in enumerate(counts):
-            if xs[j] != rans.LOW or ps[j] != lens[j]:
-                raise CorruptDataError(f"chunk {j}: the coded stream does not end where it should (damaged data)")
-            result.append(out[:c, j].tolist())
-        return result
+        return rans.lane_results(xs, ps, lens, out, counts)

@@ -24,7 +24,7 @@ import torch
 
 from ...codec import rans
 from ...codec.quantize import PRECISION, freqs_torch, lookup_freqs_torch, lookup_torch, search_freqs_torch, search_torch, table_torch
-from ...errors import CorruptDataError, NonFiniteLogitsError
+from ...errors import NonFiniteLogitsError
 from ...predictors.online import Online
 from ...settings import Settings
 from ...xp import TorchOps
@@ -232,9 +232,4 @@ class GroupRunner:
         x = self.x.cpu().numpy()
         ptr = self.ptr.cpu().numpy()
         out = self.out[:steps].cpu().numpy()
-        result = []
-        for j, n in enumerate(counts):
-            if x[j] != rans.LOW or ptr[j] != lens[j]:
-                raise CorruptDataError(f"lane {j}: the coded stream does not end where it should (damaged data)")
-            result.append(out[:n, j].tolist())
-        return result
+        return rans.lane_results(x, ptr, lens, out, counts)
