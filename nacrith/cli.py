@@ -328,6 +328,16 @@ class _Job:
 
     # one model load for all files
     def compressor(self):
+        if self._comp is None and self.o.get("cluster"):
+            from . import cluster
+
+            o = self.o
+            self._comp = cluster.Compressor(
+                None if o["cluster"] == "local" else o["cluster"], model=o["model"], threads=o["threads"],
+                format=o["fmt"], context=o["context"], slide=o["slide"], chunk_bytes=o["chunk_bytes"],
+                lanes=o["lanes"], chunk_tokens=o["chunk_tokens"], engine=o["engine"], device=o["device"],
+                level=o["level"], **o["predictors"],
+            )
         if self._comp is None:
             o = self.o
             self._comp = api.Compressor(
@@ -338,6 +348,12 @@ class _Job:
         return self._comp
 
     def decompressor(self):
+        if self._dec is None and self.o.get("cluster"):
+            from . import cluster
+
+            addr = self.o["cluster"]
+            self._dec = cluster.Decompressor(None if addr == "local" else addr, model=self.o["model"],
+                                             threads=self.o["threads"], device=self.o["device"])
         if self._dec is None:
             self._dec = api.Decompressor(
                 model=self.o["model"], threads=self.o["threads"], device=self.o["device"], gpus=self.o["gpus"]
@@ -364,6 +380,16 @@ class _Job:
 
     def compress_stream(self, src, write, total: int | None = None, label: str = "compress") -> tuple[int, int]:
         prog = self.progress(total, label)
+        if self.o.get("cluster"):  # the frames go out at once: the input is read whole
+            try:
+                data = src.read()
+                n_out = 0
+                for frame in self.compressor().iter_frames(data, prog):
+                    write(frame)
+                    n_out += len(frame)
+            finally:
+                prog.close()
+            return len(data), n_out
         try:
             obj = self.compressor().compressobj(prog)
             n_in = n_out = 0
@@ -385,6 +411,16 @@ class _Job:
         from .stream import _Reader
 
         prog = self.progress(total, label)
+        if self.o.get("cluster"):
+            try:
+                blob = src.read()
+                n_out = 0
+                for part in self.decompressor().iter_decompress(blob, prog):
+                    write(part)
+                    n_out += len(part)
+            finally:
+                prog.close()
+            return len(blob), n_out
         try:
             reader = _Reader(_Counting(src), lambda: self.decompressor().decompressobj(prog))
             buf = bytearray(_BLOCK)
@@ -582,6 +618,7 @@ def main_command(
     no_unwrap: bool = typer.Option(False, "--no-unwrap", help="code hard-wrapped text as it is (no unwrapping)"),
     no_ctx_bias: bool = typer.Option(False, "--no-ctx-bias", help="online predictors: no context bias head (biases per previous token)"),
     level: Optional[int] = typer.Option(None, "--level", min=1, max=9, help=_LEVEL_HELP),
+    cluster_: Optional[str] = typer.Option(None, "--cluster", help="a Ray cluster's address (e.g. ray://head:10001, or 'local'): its workers code the frames (pip install 'nacrith[cluster]')"),
 ):
     """Compress or decompress FILEs like gzip: FILE -> FILE.nc, -d FILE.nc -> FILE.
     Levels: -1 (--fast) .. -9 (--best), default -6."""
@@ -590,6 +627,7 @@ def main_command(
         list=list_, quiet=quiet, verbose=verbose, model=model, fmt=fmt, context=context, slide=slide,
         chunk_bytes=chunk_bytes, lanes=lanes, chunk_tokens=chunk_tokens, threads=threads, engine=engine, device=device, gpus=gpus,
         level=level, predictors=predictor_options(engine, no_bias, no_ngram, no_match, no_mix, no_skip, skip, no_unwrap, no_ctx_bias),
+        cluster=cluster_,
     )
     job = _Job(opts)
     names = files or ["-"]

@@ -88,3 +88,27 @@ def test_damage_is_a_nacrith_error_from_the_cluster(ray_local, model_path, singl
     bad[len(bad) // 2] ^= 0x01
     with pytest.raises(CorruptDataError):
         cluster.Decompressor(None, model=model_path).decompress(bytes(bad))
+
+
+def test_the_command_line_takes_a_cluster(ray_local, model_path, text, tmp_path, monkeypatch):
+    """`nacrith --cluster local FILE` and `-d` (in this process, so on the fixture's Ray):
+    the file of one process, and back, through the cluster classes."""
+    from nacrith import cli
+
+    used = []
+    for cls, name in ((cluster.Compressor, "iter_frames"), (cluster.Decompressor, "iter_decompress")):
+        orig = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda self, *a, _o=orig, _n=name, **k: (used.append(_n), _o(self, *a, **k))[1])
+
+    src = tmp_path / "t.txt"
+    src.write_bytes(text)
+    opts = ["--model", str(model_path), "--engine", "int", "--context", "64", "--slide", "16", "--chunk-bytes", "300"]
+    for argv in ([*opts, "--cluster", "local", str(src)], ["-d", "-f", "--model", str(model_path), "--cluster", "local",
+                                                           str(tmp_path / "t.txt.nc")]):
+        with pytest.raises(SystemExit) as done:
+            cli.main(argv)
+        assert done.value.code in (0, None)
+    want = nacrith.Compressor(model=model_path, engine="int", context=64, slide=16, chunk_bytes=300).compress(text)
+    assert (tmp_path / "t.txt.nc").read_bytes() == want
+    assert src.read_bytes() == text  # decompressed over the input (-f): the same bytes
+    assert used == ["iter_frames", "iter_decompress"]
