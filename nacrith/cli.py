@@ -381,15 +381,7 @@ class _Job:
     def compress_stream(self, src, write, total: int | None = None, label: str = "compress") -> tuple[int, int]:
         prog = self.progress(total, label)
         if self.o.get("cluster"):  # the frames go out at once: the input is read whole
-            try:
-                data = src.read()
-                n_out = 0
-                for frame in self.compressor().iter_frames(data, prog):
-                    write(frame)
-                    n_out += len(frame)
-            finally:
-                prog.close()
-            return len(data), n_out
+            return _whole(src, write, prog, self.compressor().iter_frames)
         try:
             obj = self.compressor().compressobj(prog)
             n_in = n_out = 0
@@ -412,15 +404,7 @@ class _Job:
 
         prog = self.progress(total, label)
         if self.o.get("cluster"):
-            try:
-                blob = src.read()
-                n_out = 0
-                for part in self.decompressor().iter_decompress(blob, prog):
-                    write(part)
-                    n_out += len(part)
-            finally:
-                prog.close()
-            return len(blob), n_out
+            return _whole(src, write, prog, self.decompressor().iter_decompress)
         try:
             reader = _Reader(_Counting(src), lambda: self.decompressor().decompressobj(prog))
             buf = bytearray(_BLOCK)
@@ -434,6 +418,19 @@ class _Job:
         finally:
             prog.close()
         return reader._fp.count, n_out
+
+
+def _whole(src, write, prog, parts_of) -> tuple[int, int]:
+    """Read src whole, write every part of parts_of(data, prog); (bytes in, bytes out)."""
+    try:
+        data = src.read()
+        n_out = 0
+        for part in parts_of(data, prog):
+            write(part)
+            n_out += len(part)
+    finally:
+        prog.close()
+    return len(data), n_out
 
 
 class _Counting:
