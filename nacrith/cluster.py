@@ -145,7 +145,7 @@ class Decompressor:
         # the whole stream is parsed (and its CRCs checked) before any task starts
         frames = [(h, [bytes(p) for p in ps]) for h, ps in container.iter_frames(memoryview(blob))]
         refs = [self._task.remote(self.options, h, ps) for h, ps in frames]
-        for (h, _), out in zip(frames, _results(self.ray, refs)):
+        for out in _results(self.ray, refs):
             if progress is not None:
                 progress(0, 0.0, len(out))
             yield out

@@ -102,10 +102,14 @@ class IntEngine:
     def _width(self, settings, n_chunks: int) -> int:
         return max(1, min(self.lanes or settings.lanes, n_chunks))
 
+    @staticmethod
+    def _refuse_skip(settings) -> None:
+        if settings.predictors.skip:
+            raise UnsupportedInputError("the LLM skip runs on the llama.cpp engine only")
+
     def _predictor(self, settings, lanes: int, cap: int):
         cfg = settings.predictors
-        if cfg.skip:
-            raise UnsupportedInputError("the LLM skip runs on the llama.cpp engine only")
+        self._refuse_skip(settings)
         return Online(cfg, lanes, self.w.n_vocab, cap=cap) if cfg.any else None
 
     def _fast(self, settings) -> bool:
@@ -188,7 +192,7 @@ class IntEngine:
         if n == 0:
             return [], []
         if self.backend == "torch":
-            self._predictor(settings, 1, 1)  # refuses what the integer engine does not run
+            self._refuse_skip(settings)
             return self._group_encode(settings, bos, token_lists, progress)
         width = self._width(settings, n)
         L = self._lanes(width, settings)
@@ -261,7 +265,7 @@ class IntEngine:
         if n == 0:
             return []
         if self.backend == "torch":
-            self._predictor(settings, 1, 1)
+            self._refuse_skip(settings)
             return self._group_decode(settings, bos, counts, payloads, progress, check)
         width = self._width(settings, n)
         L = self._lanes(width, settings)

@@ -27,14 +27,11 @@ from ...codec.quantize import PRECISION, lookup_freqs_torch, search_freqs_torch,
 from ...predictors.online import Online
 from . import spec
 from .forward import qkv_split, quantise_groups, resid_norm, rope_rows, rotate, score_bits, shift, softmax_p, swiglu
+from ..torch_float.groups import groups  # noqa: F401 (the same cut into groups as the torch engine)
 from .torch_backend import TorchBackend
 
 GROUP_LANES = 256  # lanes of a group where the engine is not told (fewer for fewer chunks)
 _LOGIT_ROWS = 2048  # logits rows held at once (393 KB each for SmolLM2)
-
-
-def groups(n_chunks: int, lanes: int) -> list[range]:
-    return [range(a, min(a + lanes, n_chunks)) for a in range(0, n_chunks, lanes)]
 
 
 class GroupBackend(TorchBackend):
@@ -54,7 +51,9 @@ class GroupBackend(TorchBackend):
             fuse = lambda fn: torch.compile(fn, dynamic=False)  # noqa: E731
             torch._dynamo.config.recompile_limit = 64  # a few shapes per group size, many sizes
             torch._dynamo.config.accumulated_recompile_limit = 4096
-        super().__init__(w, lanes, context, device, fuse)
+        # keys and values held as float64 (their int16 values, exactly): the products read
+        # them as they are, with no conversion of the whole window at every step
+        super().__init__(w, lanes, context, device, fuse, kv_dtype=torch.float64)
         t = self.t
         f = fuse or (lambda fn: fn)
         self.f_pre, self.f_post, self.f_logits = f(layer_in), f(layer_out), f(final_logits)
@@ -65,11 +64,6 @@ class GroupBackend(TorchBackend):
         self._em = t.from_numpy(e.m).to(self.dev)
         self.at_start = False  # the run begins at slot 0 (its first rows are BOS)
         self.slots = t.arange(context, device=self.dev)
-        # keys and values held as float64 (their int16 values, exactly): the products read
-        # them as they are, with no conversion of the whole window at every step
-        c = self.cache
-        c.k = t.zeros(c.k.shape, dtype=t.float64, device=self.dev)
-        c.v = t.zeros(c.v.shape, dtype=t.float64, device=self.dev)
 
     def embed(self, tokens):
         q = self._eq[tokens].to(self.t.int64)
@@ -172,7 +166,6 @@ class Group:
         if not 1 <= slide < context - 1:
             raise ValueError("slide must be at least 1 and less than context - 1")
         self.be, self.context, self.slide = be, context, slide
-        self.rope = be.ops.asarray(be.w.rope)
         self.done, self.first = 0, 1
 
     def next_slot(self) -> int:
@@ -190,7 +183,7 @@ class Group:
             a[:, :, :, 1 : end - d] = a[:, :, :, 1 + d : end].clone()
         self.first += d
         o, w = self.be.ops, self.be.w
-        cos, sin = rope_rows(o, self.rope, o.asarray([self.first - 1] * w.n_layer))
+        cos, sin = rope_rows(o, self.be.fwd.rope, o.asarray([self.first - 1] * w.n_layer))
         bos = o.i64(c.bos)  # [layers, lanes, kv, hd]
         rot = rotate(o, bos.reshape(w.n_layer, -1, w.head_dim), cos, sin)
         c.k[:, :, :, 0] = rot.reshape(bos.shape).to(c.k.dtype)
@@ -235,7 +228,7 @@ class GroupRunner:
     def _group(self) -> Group:
         return Group(self.be, self.settings.context, self.settings.slide)
 
-    def encode(self, token_lists, progress=None):
+    def encode(self, token_lists):
         """(payloads, bits) of up to `lanes` chunks."""
         t, L = self.t, self.lanes
         n = len(token_lists)
@@ -285,9 +278,6 @@ class GroupRunner:
                         for _ in range(k):
                             step()
                         starts[p0 + i0 : p0 + i1], freqs[p0 + i0 : p0 + i1] = self.e_st[:k], self.e_fr[:k]
-                if progress is not None:
-                    live = np.minimum(counts, p0 + R) - np.minimum(counts, p0)
-                    progress(int(live.sum()))
         st, fr = starts.cpu().numpy(), freqs.cpu().numpy()
         valid = np.arange(steps)[:, None] < counts[None, :]
         fr = np.where(valid, fr, 1)
@@ -384,7 +374,7 @@ class GroupRunner:
             self.graph = self._capture(self._decode_step)
         return self.graph.replay
 
-    def decode(self, counts, payloads, progress=None):
+    def decode(self, counts, payloads):
         """Token lists of up to `lanes` chunks; a damaged stream raises CorruptDataError."""
         t, L = self.t, self.lanes
         n = len(counts)
@@ -407,7 +397,6 @@ class GroupRunner:
             if self.d_pred is not None:
                 self.d_pred.reset()
             G = self._group()
-            reported = 0
             for i in range(steps):
                 G.make_room()
                 self.d_slot.fill_(G.next_slot())
@@ -418,10 +407,6 @@ class GroupRunner:
                 else:
                     step()
                 G.done += 1
-                if progress is not None and (i % 64 == 63 or i == steps - 1):
-                    now = int(np.minimum(cnt, i + 1).sum())
-                    progress(now - reported)
-                    reported = now
             self.be.at_start = False
             xs, ps, out = self.d_x.cpu().numpy(), self.d_ptr.cpu().numpy(), self.d_out[:steps].cpu().numpy()
         return rans.lane_results(xs, ps, lens, out, counts)

@@ -17,15 +17,16 @@ from .ops import NumpyOps
 
 class KVCache:
     """Rotated keys, values and their exponents for `lanes` windows of `context` slots,
-    plus each lane's unrotated BOS key (re-rotated when its window slides)."""
+    plus each lane's unrotated BOS key (re-rotated when its window slides). Keys and values
+    are int16, or `kv_dtype` (a float type holding the same integers)."""
 
-    def __init__(self, w, lanes: int, context: int, xp=np, dev=None):
+    def __init__(self, w, lanes: int, context: int, xp=np, dev=None, kv_dtype=None):
         self.w, self.lanes, self.context = w, lanes, context
         shape = (w.n_layer, lanes, w.n_kv, context)
         kw = {} if dev is None else {"device": dev}
         i16, i32 = (np.int16, np.int32) if xp is np else (xp.int16, xp.int32)
-        self.k = xp.zeros(shape + (w.head_dim,), dtype=i16, **kw)
-        self.v = xp.zeros(shape + (w.head_dim,), dtype=i16, **kw)
+        self.k = xp.zeros(shape + (w.head_dim,), dtype=kv_dtype or i16, **kw)
+        self.v = xp.zeros(shape + (w.head_dim,), dtype=kv_dtype or i16, **kw)
         self.ke = xp.zeros(shape, dtype=i32, **kw)
         self.ve = xp.zeros(shape, dtype=i32, **kw)
         self.bos = xp.zeros((w.n_layer, lanes, w.n_kv, w.head_dim), dtype=i16, **kw)

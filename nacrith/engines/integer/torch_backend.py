@@ -17,14 +17,14 @@ from .reference import KVCache
 
 
 class TorchBackend:
-    def __init__(self, w, lanes: int, context: int, device: str = "cpu", fuse=None):
+    def __init__(self, w, lanes: int, context: int, device: str = "cpu", fuse=None, kv_dtype=None):
         import torch
 
         self.t = torch
         self.w = w
         self.dev = torch.device(device)
         self.ops = TorchOps(self.dev)
-        self.cache = KVCache(w, lanes, context, xp=torch, dev=self.dev)
+        self.cache = KVCache(w, lanes, context, xp=torch, dev=self.dev, kv_dtype=kv_dtype)
         self.exp2 = self.ops.asarray(__import__("nacrith.codec.quantize", fromlist=["EXP2_TABLE"]).EXP2_TABLE)
         lw = {"qkv": "wqkv", "o": "wo", "ffn_up": "w13", "ffn_down": "w2"}
         self.mats = {}
