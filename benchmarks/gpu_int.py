@@ -2,13 +2,16 @@
 
     python benchmarks/gpu_int.py ../shared/corpora/silesia/dickens --sizes 40000,200000,800000
     python benchmarks/gpu_int.py FILE --sizes 0 --settings chunk_bytes=8192   # all of FILE
+    python benchmarks/gpu_int.py ../shared/corpora/canterbury/alice29.txt --sizes 32768 --levels 1,2,3,4,5,6,7,8,9 \
+        --fresh --out benchmarks/results/levels-gpu-h200
 
 For each size, the first `size` bytes of each file are compressed and decompressed
 twice in this process: the first ("cold") includes loading the model and whatever
 the first call sets up (kernel choices, the decoder's CUDA graph), the second
 ("warm") is the steady state. Every round trip is compared with the input. The
 files made are kept under --blobs (to decode them on another machine: the same
-integers on any CPU or GPU). Writes <out>.md and <out>.json.
+integers on any CPU or GPU). With --fresh each level runs in a process of its own
+(as `nacrith -N FILE` would), its rows appended. Writes <out>.md and <out>.json.
 """
 
 from __future__ import annotations
@@ -61,12 +64,12 @@ def _twice(row: dict, what: str, fn):
     return result
 
 
-def run_one(data: bytes, name: str, args, settings: dict) -> dict:
+def run_one(data: bytes, name: str, args, settings: dict, level=None) -> dict:
     import nacrith
 
-    row = dict(file=name, bytes=len(data), settings=settings)
+    row = dict(file=name, bytes=len(data), settings=settings, level=level)
     t0 = time.perf_counter()
-    comp = nacrith.Compressor(model=args.model, engine="int", device=args.device, **settings)
+    comp = nacrith.Compressor(model=args.model, engine="int", device=args.device, level=level, **settings)
     row["load_s"] = round(time.perf_counter() - t0, 2)
     blob = _twice(row, f"{name}: compress", lambda: comp.compress(data))
     dec = nacrith.Decompressor(model=args.model, device=args.device)
@@ -92,35 +95,61 @@ def main(argv=None) -> None:
     ap.add_argument("files", nargs="+")
     ap.add_argument("--sizes", default="40000,200000,800000", help="leading bytes of each file (0: all)")
     ap.add_argument("--settings", default="", help="k=v,... stored settings (default: the engine's)")
+    ap.add_argument("--levels", default="", help="levels 1..9, a row each (default: no level, the engine's defaults)")
     ap.add_argument("--model")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--blobs", default="")
+    ap.add_argument("--append", action="store_true", help="keep the rows already in <out>.json")
+    ap.add_argument("--fresh", action="store_true", help="each level in a process of its own (rows appended)")
     ap.add_argument("--out", default="benchmarks/results/gpu-int")
     args = ap.parse_args(argv)
     settings = _settings(args.settings)
+    if args.fresh:
+        _fresh(args, argv if argv is not None else sys.argv[1:])
+        return
     rows = []
+    if args.append and Path(args.out).with_suffix(".json").exists():
+        rows = json.loads(Path(args.out).with_suffix(".json").read_text())["rows"]
     for f in args.files:
         full = Path(f).read_bytes()
         for size in [int(s) for s in args.sizes.split(",")]:
             data = full[:size] if size else full
             name = f"{Path(f).name}-{len(data)}"
-            rows.append(run_one(data, name, args, settings))
-            write(rows, args)  # after every row: a run cut short keeps what it measured
+            for level in [int(x) for x in args.levels.split(",")] if args.levels else [None]:
+                rows.append(run_one(data, name, args, settings, level))
+                write(rows, args)  # after every row: a run cut short keeps what it measured
+
+
+def _fresh(args, argv) -> None:
+    """This command once per level, each in a new process, appending to one table."""
+    import subprocess
+
+    base = [a for a in argv if a != "--fresh"]
+    levels = args.levels.split(",") if args.levels else [""]
+    for i, lv in enumerate(levels):
+        cmd = [sys.executable, __file__, *base] + (["--levels", lv] if lv else []) + (["--append"] if i else [])
+        subprocess.run(cmd, check=False)  # a level that fails leaves the others to run
+    rows = json.loads(Path(args.out).with_suffix(".json").read_text())["rows"]
+    args.command = " ".join(["python", "benchmarks/gpu_int.py", *argv])
+    write(rows, args)
 
 
 def write(rows, args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(device=_device_name(args.device), command=" ".join(["python", "benchmarks/gpu_int.py", *sys.argv[1:]]),
+    command = getattr(args, "command", None) or " ".join(["python", "benchmarks/gpu_int.py", *sys.argv[1:]])
+    meta = dict(device=_device_name(args.device), command=command,
                 date=time.strftime("%Y-%m-%d"))
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     lines = [f"# Integer engine on {meta['device']}", "", f"`{meta['command']}` ({meta['date']})", "",
-             "cold: first call in the process (model load excluded, shown apart); warm: the second call.", "",
-             "| file | bytes | tokens | bpb | load s | compress cold / warm s | decompress cold / warm s "
+             "cold: first call in the process (model load excluded, shown apart; what torch.compile made "
+             "in an earlier process on this machine is reused); warm: the second call.", "",
+             "| file | level | bytes | tokens | bpb | load s | compress cold / warm s | decompress cold / warm s "
              "| compress tok/s | decompress tok/s | exact |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        lines.append(f"| {r['file']} | {r['bytes']:,} | {r.get('tokens') or 0:,} | {r['bpb']} | {r['load_s']} | "
+        lv = f"-{r['level']}" if r.get("level") else "default"
+        lines.append(f"| {r['file']} | {lv} | {r['bytes']:,} | {r.get('tokens') or 0:,} | {r['bpb']} | {r['load_s']} | "
                      f"{r['compress_cold_s']} / {r['compress_warm_s']} | {r['decompress_cold_s']} / {r['decompress_warm_s']} | "
                      f"{r.get('compress_tok_s', 0):,} | {r.get('decompress_tok_s', 0):,} | {r['exact']} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -26,7 +26,8 @@ from ...codec import rans
 from ...codec.quantize import PRECISION, lookup_freqs_torch, search_freqs_torch, freqs_torch, table_torch
 from ...predictors.online import Online
 from . import spec
-from .forward import qkv_split, quantise_groups, resid_norm, rope_rows, rotate, score_bits, shift, softmax_p, swiglu
+from .forward import (qkv_split, quantise_groups, resid_norm, rmsnorm, rope_rows, rotate, score_bits, shift,
+                      softmax_p, swiglu)
 from ..torch_float.groups import groups  # noqa: F401 (the same cut into groups as the torch engine)
 from .torch_backend import TorchBackend
 
@@ -44,13 +45,18 @@ class GroupBackend(TorchBackend):
         import torch
 
         fuse = None
-        mode = os.environ.get("NACRITH_COMPILE", "1")  # "always": on the CPU too (tests)
+        # NACRITH_COMPILE: "steps" (default on a GPU) compiles the decoder's one-row-per-lane
+        # steps, where thousands of tiny kernels would cost more than the work; the encoder's
+        # runs (lanes x block rows) are large enough to run eagerly, which saves the minutes
+        # of compiling their shapes. "all" compiles both; "0" neither; "always" also on a CPU
+        # (tests). The integers are the same in every mode.
+        mode = os.environ.get("NACRITH_COMPILE", "steps")
         if mode == "always" or (torch.device(device).type == "cuda" and mode != "0"):
-            # each elementwise stage made a few kernels: thousands of tiny kernels a step
-            # otherwise (NACRITH_COMPILE=0: the same integers, unfused)
             fuse = lambda fn: torch.compile(fn, dynamic=False)  # noqa: E731
             torch._dynamo.config.recompile_limit = 64  # a few shapes per group size, many sizes
             torch._dynamo.config.accumulated_recompile_limit = 4096
+            _persistent_compile_cache()
+        self.compile_runs = mode in ("all", "always")
         # keys and values held as float64 (their int16 values, exactly): the products read
         # them as they are, with no conversion of the whole window at every step
         super().__init__(w, lanes, context, device, fuse, kv_dtype=torch.float64)
@@ -86,23 +92,38 @@ class GroupBackend(TorchBackend):
         elementwise work around them), so that a compiled stage is a handful of kernels
         and serves every layer."""
         o, w, F, c = self.ops, self.w, self.fwd, self.cache
+        fused = self.compile_runs or tokens.shape[0] == c.lanes  # a decoder step: compiled
+        pre, post = (self.f_pre, self.f_post) if fused else (layer_in, layer_out)
+        norm, rope = (F.f_norm, self.f_rope) if fused else (rmsnorm, rope_rows)
         h = shift(o, self.embed(tokens), F._embed_shift)
-        cos, sin = self.f_rope(o, F.rope, pos)
+        cos, sin = rope(o, F.rope, pos)
         an, ans = F.gam[0][:2]
-        a, e = F.f_norm(o, h, an, ans, w.dim, F.eps)
+        a, e = norm(o, h, an, ans, w.dim, F.eps)
         for li in range(w.n_layer):
             fn, fns = F.gam[li][2:]
             gn, gns = F.gam[li + 1][:2] if li + 1 < w.n_layer else F.out_norm
             m = lambda name: self.mats[li, name]  # noqa: E731
-            qr, qe, kr, ke, vm, ve, km = self.f_pre(o, a, e, m("qkv"), cos, sin, w.n_head, w.n_kv, w.head_dim)
+            qr, qe, kr, ke, vm, ve, km = pre(o, a, e, m("qkv"), cos, sin, w.n_head, w.n_kv, w.head_dim)
             self.store(li, lane, slot, kr, ke, vm, ve, km, None)
-            h, a, e = self.f_post(o, h, qr, qe, c.k[li], c.v[li], c.ke[li], c.ve[li], self.slots, slot,
-                                  m("o"), m("ffn_up"), m("ffn_down"), fn, fns, gn, gns, w.dim, F.eps,
-                                  w.score, F.exp2)
+            h, a, e = post(o, h, qr, qe, c.k[li], c.v[li], c.ke[li], c.ve[li], self.slots, slot,
+                           m("o"), m("ffn_up"), m("ffn_down"), fn, fns, gn, gns, w.dim, F.eps,
+                           w.score, F.exp2)
         return a, e
 
     def logits(self, a, e):
-        return self.f_logits(self.ops, a, e, self.mats[None, "logits"])
+        fused = self.compile_runs or a.shape[0] == self.cache.lanes
+        return (self.f_logits if fused else final_logits)(self.ops, a, e, self.mats[None, "logits"])
+
+
+def _persistent_compile_cache() -> None:
+    """Keep what torch.compile makes under the user's cache folder rather than /tmp, so
+    that a later process (after a reboot too) loads it instead of compiling again.
+    TORCHINDUCTOR_CACHE_DIR, where set, wins."""
+    import os
+    from pathlib import Path
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(base / "nacrith" / "torchinductor"))
 
 
 def _product(a, W):
