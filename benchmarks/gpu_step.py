@@ -1,0 +1,76 @@
+"""Where one decoder step of the integer engine on a GPU spends its time.
+
+    python benchmarks/gpu_step.py ../shared/corpora/canterbury/alice29.txt --bytes 8192
+
+Compresses and decompresses the first --bytes of FILE on the GPU (default settings:
+one chunk, one lane), then times the captured decoder step (CUDA graph replay, the
+state left where decoding ended, so no lane advances) and profiles one uncaptured
+step: how many kernels it launches, their summed time, and the costliest ones.
+Writes <out>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import nacrith
+    from nacrith import api
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("file")
+    ap.add_argument("--bytes", type=int, default=8192)
+    ap.add_argument("--replays", type=int, default=200)
+    ap.add_argument("--out", default="benchmarks/results/gpu-step")
+    args = ap.parse_args(argv)
+    data = Path(args.file).read_bytes()[: args.bytes]
+    lines = [f"# One decoder step of the integer engine, {torch.cuda.get_device_name(0)}, torch {torch.__version__}",
+             "", f"`python benchmarks/gpu_step.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')})", ""]
+
+    def timed(what, fn):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        lines.append(f"- {what}: {time.perf_counter() - t0:.2f} s")
+        return out
+
+    comp = nacrith.Compressor(engine="int", device="cuda")
+    blob = timed("compress, cold", lambda: comp.compress(data))
+    timed("compress, warm", lambda: comp.compress(data))
+    dec = nacrith.Decompressor(device="cuda")
+    assert timed("decompress, cold", lambda: dec.decompress(blob)) == data
+    assert timed("decompress, warm", lambda: dec.decompress(blob)) == data
+    lm = [v for v in api._CACHE.values() if getattr(v.engine, "_state", None)][-1]
+    r = lm.engine._state[1]
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.replays):
+        r.graph.replay()
+    torch.cuda.synchronize()
+    lines.append(f"- lanes {r.lanes}: captured step {(time.perf_counter() - t0) / args.replays * 1e3:.2f} ms")
+    with torch.no_grad():
+        r._decode_step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+            r._decode_step()
+            torch.cuda.synchronize()
+    ev = [e for e in p.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    lines.append(f"- one uncaptured step: {len(ev)} kernels, {sum(e.device_time for e in ev) / 1e3:.2f} ms of kernel time")
+    lines += ["", "```", p.key_averages().table(sort_by="cuda_time_total", row_limit=25), "```", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines[:12]))
+
+
+if __name__ == "__main__":
+    main()
