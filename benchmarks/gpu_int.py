@@ -130,14 +130,13 @@ def _fresh(args, argv) -> None:
         cmd = [sys.executable, __file__, *base] + (["--levels", lv] if lv else []) + (["--append"] if i else [])
         subprocess.run(cmd, check=False)  # a level that fails leaves the others to run
     rows = json.loads(Path(args.out).with_suffix(".json").read_text())["rows"]
-    args.command = " ".join(["python", "benchmarks/gpu_int.py", *argv])
-    write(rows, args)
+    write(rows, args, " ".join(["python", "benchmarks/gpu_int.py", *argv]))  # the table names this command
 
 
-def write(rows, args) -> None:
+def write(rows, args, command: str | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = getattr(args, "command", None) or " ".join(["python", "benchmarks/gpu_int.py", *sys.argv[1:]])
+    command = command or " ".join(["python", "benchmarks/gpu_int.py", *sys.argv[1:]])
     meta = dict(device=_device_name(args.device), command=command,
                 date=time.strftime("%Y-%m-%d"))
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpu_int import _twice  # noqa: E402 (cold and warm timing, as in gpu_int's tables)
+
 
 def main(argv=None) -> None:
     import torch
@@ -36,20 +38,13 @@ def main(argv=None) -> None:
     lines = [f"# One decoder step of the integer engine, {torch.cuda.get_device_name(0)}, torch {torch.__version__}",
              "", f"`python benchmarks/gpu_step.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')})", ""]
 
-    def timed(what, fn):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn()
-        torch.cuda.synchronize()
-        lines.append(f"- {what}: {time.perf_counter() - t0:.2f} s")
-        return out
-
+    row = {}
     comp = nacrith.Compressor(engine="int", device="cuda")
-    blob = timed("compress, cold", lambda: comp.compress(data))
-    timed("compress, warm", lambda: comp.compress(data))
+    blob = _twice(row, "compress", lambda: comp.compress(data))
     dec = nacrith.Decompressor(device="cuda")
-    assert timed("decompress, cold", lambda: dec.decompress(blob)) == data
-    assert timed("decompress, warm", lambda: dec.decompress(blob)) == data
+    assert _twice(row, "decompress", lambda: dec.decompress(blob)) == data
+    lines += [f"- {verb}, cold / warm: {row[verb + '_cold_s']:.2f} / {row[verb + '_warm_s']:.2f} s"
+              for verb in ("compress", "decompress")]
     lm = [v for v in api._CACHE.values() if getattr(v.engine, "_state", None)][-1]
     r = lm.engine._state[1]
     torch.cuda.synchronize()

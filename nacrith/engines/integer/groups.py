@@ -92,7 +92,7 @@ class GroupBackend(TorchBackend):
         elementwise work around them), so that a compiled stage is a handful of kernels
         and serves every layer."""
         o, w, F, c = self.ops, self.w, self.fwd, self.cache
-        fused = self.compile_runs or tokens.shape[0] == c.lanes  # a decoder step: compiled
+        fused = self._fused(tokens.shape[0])
         pre, post = (self.f_pre, self.f_post) if fused else (layer_in, layer_out)
         norm, rope = (F.f_norm, self.f_rope) if fused else (rmsnorm, rope_rows)
         h = shift(o, self.embed(tokens), F._embed_shift)
@@ -111,8 +111,13 @@ class GroupBackend(TorchBackend):
         return a, e
 
     def logits(self, a, e):
-        fused = self.compile_runs or a.shape[0] == self.cache.lanes
-        return (self.f_logits if fused else final_logits)(self.ops, a, e, self.mats[None, "logits"])
+        fn = self.f_logits if self._fused(a.shape[0]) else final_logits
+        return fn(self.ops, a, e, self.mats[None, "logits"])
+
+    def _fused(self, rows: int) -> bool:
+        """Whether a call of `rows` rows takes the compiled stages: a decoder step (one row
+        per lane) always does, an encoder run only with NACRITH_COMPILE=all (or always)."""
+        return self.compile_runs or rows == self.cache.lanes
 
 
 def _persistent_compile_cache() -> None:
