@@ -25,7 +25,7 @@ import numpy as np
 from ...codec import rans
 from ...codec.quantize import PRECISION, lookup_freqs_torch, search_freqs_torch, freqs_torch, table_torch
 from ...predictors.online import Online
-from . import spec
+from . import kernels, spec
 from .forward import (qkv_split, quantise_groups, resid_norm, rmsnorm, rope_rows, rotate, score_bits, shift,
                       softmax_p, swiglu)
 from ..torch_float.groups import groups  # noqa: F401 (the same cut into groups as the torch engine)
@@ -57,9 +57,12 @@ class GroupBackend(TorchBackend):
             torch._dynamo.config.accumulated_recompile_limit = 4096
             _persistent_compile_cache()
         self.compile_runs = mode in ("all", "always")
-        # keys and values held as float64 (their int16 values, exactly): the products read
-        # them as they are, with no conversion of the whole window at every step
-        super().__init__(w, lanes, context, device, fuse, kv_dtype=torch.float64)
+        # With the Triton kernels (kernels.py) the weights stay int8 blocks and the keys and
+        # values int16. Without, both are float64 holding the same integers: the float64
+        # products read them as they are, with no conversion of the window at every step.
+        self.kernels = kernels.available(torch.device(device))
+        kv = None if self.kernels else torch.float64
+        super().__init__(w, lanes, context, device, fuse, kv_dtype=kv)
         t = self.t
         f = fuse or (lambda fn: fn)
         self.f_pre, self.f_post, self.f_logits = f(layer_in), f(layer_out), f(final_logits)
@@ -70,6 +73,11 @@ class GroupBackend(TorchBackend):
         self._em = t.from_numpy(e.m).to(self.dev)
         self.at_start = False  # the run begins at slot 0 (its first rows are BOS)
         self.slots = t.arange(context, device=self.dev)
+
+    def _dense(self, bw):
+        if self.kernels:
+            return kernels.BlockMatrix.of(bw, self.dev)
+        return super()._dense(bw)
 
     def embed(self, tokens):
         q = self._eq[tokens].to(self.t.int64)
@@ -132,7 +140,10 @@ def _persistent_compile_cache() -> None:
 
 
 def _product(a, W):
-    """An exact integer product: every partial sum is an integer below 2**53 (weights.py)."""
+    """An exact integer product: every partial sum is an integer below 2**53 (weights.py).
+    W is a float64 matrix of the weights' integers, or their int8 blocks (kernels.py)."""
+    if isinstance(W, kernels.BlockMatrix):
+        return kernels.block_linear(a, W)
     return (a.to(W.dtype) @ W).to(a.dtype)
 
 
@@ -156,7 +167,10 @@ def final_logits(o, a, e, W):
 
 def attention(o, qr, qe, K, V, KE, VE, slots, slot, score: int, table):
     """Rows lane-major ([L, R] flattened, every lane at the same slots) against the
-    windows K, V [L, kv, C, hd] (float64 of int16 values), KE, VE [L, kv, C]."""
+    windows K, V [L, kv, C, hd] (float64 of int16 values, or int16 for the Triton
+    kernel), KE, VE [L, kv, C]."""
+    if not K.is_floating_point():
+        return kernels.attention(qr, qe, K, V, KE, VE, slot, score, table)
     L, nkv, C, hd = K.shape
     T, nh = qr.shape[0], qr.shape[1]
     R, g = T // L, nh // nkv

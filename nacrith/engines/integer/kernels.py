@@ -1,0 +1,215 @@
+"""Triton kernels for the integer engine on a GPU: the same integers, fewer and faster kernels.
+
+Two kernels replace the float64 products of groups.py:
+
+- `block_linear`: y = a @ W for int16 activations and the weights' own int8 blocks
+  (weights.py: w * 2**24 = d * q + m per block of 32). Int8 tensor cores take the
+  activations as two int8 halves, a = 256 * hi + (lo + 128) with hi = a >> 8 and
+  lo = (a & 255) - 128, so a block's sum is 256 * (hi . q) + (lo . q) + 128 * sum(q):
+  integers below 2**27 in int32. Each block's sum is scaled by d and the block's sum of
+  activations by m in float64, integers below 2**53 (weights.py checks the bound), so
+  exact in any order. The weights stay int8 on the device (135 MB instead of 1 GB).
+- `attention`: the integer softmax of forward.py over a window, in three passes over
+  the keys (the maximum score, the sum of the weights, then the probabilities and their
+  product with the values), so no score matrix is ever stored. Query and key mantissas
+  (below 2**12 after rotation) enter the int8 dots as 64 * hi + lo, values likewise,
+  probabilities (at most 2**16) as three 7-bit pieces; every dot is exact in int32.
+
+Both take the place of their float64 versions only where Triton and a CUDA device are
+present (NACRITH_KERNELS=0 keeps the float64 products); tests/test_kernels.py compares
+their integers with the float64 products', on a GPU or in Triton's interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - the float64 products are used instead
+    triton = None
+
+
+def available(device) -> bool:
+    """Whether the kernels run for tensors on `device` (a CUDA device, or the interpreter)."""
+    if triton is None or os.environ.get("NACRITH_KERNELS", "1") == "0":
+        return False
+    return getattr(device, "type", str(device)) == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _linear_kernel(A, Q, QS, D, MN, Y, M, N, K, BM: tl.constexpr, BN: tl.constexpr):
+        pm = tl.program_id(0)
+        pn = tl.program_id(1)
+        rm = pm * BM + tl.arange(0, BM)
+        rn = pn * BN + tl.arange(0, BN)
+        rk = tl.arange(0, 32)
+        mrow = rm < M
+        ncol = rn < N
+        acc = tl.zeros([BM, BN], dtype=tl.float64)
+        for b in range(0, K // 32):
+            a = tl.load(A + rm[:, None] * K + (b * 32 + rk)[None, :], mask=mrow[:, None], other=0).to(tl.int32)
+            hi = a >> 8
+            lo = (a & 255) - 128
+            q = tl.load(Q + (b * 32 + rk)[:, None] * N + rn[None, :], mask=ncol[None, :], other=0)
+            sh = tl.dot(hi.to(tl.int8), q, out_dtype=tl.int32)
+            sl = tl.dot(lo.to(tl.int8), q, out_dtype=tl.int32)
+            qs = tl.load(QS + b * N + rn, mask=ncol, other=0)
+            s = sh * 256 + sl + 128 * qs[None, :]
+            asum = tl.sum(a, axis=1)
+            d = tl.load(D + b * N + rn, mask=ncol, other=0.0)
+            m = tl.load(MN + b * N + rn, mask=ncol, other=0.0)
+            acc += s.to(tl.float64) * d[None, :] + asum.to(tl.float64)[:, None] * m[None, :]
+        tl.store(Y + rm[:, None] * N + rn[None, :], acc.to(tl.int64), mask=mrow[:, None] & ncol[None, :])
+
+
+class BlockMatrix(NamedTuple):
+    """A BlockWeight on the device in the kernel's layout: q [K, N] int8, and per block
+    (K / 32 rows) the sum of q (int32), d and m (float64, exact integers). A tuple, so that
+    a compiled stage takes it as four tensors and serves every layer."""
+
+    q: object
+    qs: object
+    d: object
+    m: object
+
+    @classmethod
+    def of(cls, bw, device) -> "BlockMatrix":
+        import numpy as np
+        import torch
+
+        n, k = bw.q.shape
+        dev = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)  # noqa: E731
+        qs = bw.q.astype(np.int32).reshape(n, k // 32, 32).sum(axis=2)
+        return cls(dev(bw.q.T), dev(qs.T), dev(bw.d.T.astype(np.float64)), dev(bw.m.T.astype(np.float64)))
+
+
+def block_linear(a, W: BlockMatrix, out=None):
+    """a [M, K] (int16 values, any integer dtype) @ W -> int64 [M, N], exactly."""
+    import torch
+
+    M, K = a.shape
+    N = W.q.shape[1]
+    if K != W.q.shape[0]:
+        raise ValueError("inner dimensions differ")
+    a = a.to(torch.int32).contiguous()
+    y = torch.empty((M, N), dtype=torch.int64, device=a.device) if out is None else out
+    BM = 16 if M <= 16 else (32 if M <= 32 else 64)
+    BN = 64 if M <= 32 else 128
+    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
+    _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BM=BM, BN=BN)
+    return y
+
+
+if triton is not None:
+
+    @triton.jit
+    def _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD: tl.constexpr, FIX: tl.constexpr,
+                CAP: tl.constexpr):
+        """Scores (units of 2**-16 bits, forward.score_bits) of the rows against keys j."""
+        dh = tl.arange(0, HD)
+        k = tl.load(K + base * HD + j[None, :] * HD + dh[:, None], mask=jm[None, :], other=0).to(tl.int32)
+        k_hi = (k >> 6).to(tl.int8)
+        k_lo = (k & 63).to(tl.int8)
+        s = (tl.dot(q_hi, k_hi, out_dtype=tl.int32) * 4096
+             + (tl.dot(q_hi, k_lo, out_dtype=tl.int32) + tl.dot(q_lo, k_hi, out_dtype=tl.int32)) * 64
+             + tl.dot(q_lo, k_lo, out_dtype=tl.int32))
+        ke = tl.load(KE + base + j, mask=jm, other=0).to(tl.int64)
+        sh = tl.maximum(FIX - 16 - qe[:, None] - ke[None, :], -11)
+        x = s.to(tl.int64) * scale
+        right = tl.minimum(tl.maximum(sh, 0), 62)
+        left = tl.minimum(tl.maximum(-sh, 0), 62)
+        half = (tl.full(sh.shape, 1, tl.int64) << right) >> 1
+        y = tl.where(sh > 0, (x + half) >> right, x << left)
+        return tl.minimum(tl.maximum(y, -CAP), CAP)
+
+    @triton.jit
+    def _weights(bits, mx, masked, TABLE):
+        """exp2 weights 2**-(max - score) in Q30 from the table, masked keys 0 (forward.softmax_p)."""
+        d = tl.where(masked, 0, mx[:, None] - bits)
+        w = tl.load(TABLE + ((d & 0xFFFF) >> 4)) >> tl.minimum(d >> 16, 62)
+        return tl.where(masked, 0, w)
+
+    @triton.jit
+    def _attention_kernel(Qm, QE, K, KE, V, VE, SLOT, TABLE, O, OE, RG, R, C, scale,
+                          G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr,
+                          BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr):
+        lh = tl.program_id(0)  # lane * NKV + kv head
+        lane = lh // NKV
+        i = tl.program_id(1) * BM + tl.arange(0, BM)  # rows: (run step, query head of the group)
+        im = i < RG
+        slot = tl.load(SLOT + lane * R + i // G, mask=im, other=-1)
+        dh = tl.arange(0, HD)
+        q = tl.load(Qm + (lh * RG + i[:, None]) * HD + dh[None, :], mask=im[:, None], other=0).to(tl.int32)
+        q_hi = (q >> 6).to(tl.int8)
+        q_lo = (q & 63).to(tl.int8)
+        qe = tl.load(QE + lh * RG + i, mask=im, other=0)
+        base = lh * C
+        end = tl.max(slot, axis=0) + 1  # keys past every row's slot are never read
+        low = -(1 << 62)
+        mx = tl.full([BM], low, tl.int64)
+        em = tl.full([BM], -(1 << 40), tl.int64)
+        for j0 in range(0, end, BN):
+            j = j0 + tl.arange(0, BN)
+            jm = j < end
+            masked = j[None, :] > slot[:, None]
+            bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            mx = tl.maximum(mx, tl.max(tl.where(masked, low, bits), axis=1))
+            ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
+            em = tl.maximum(em, tl.max(tl.where(masked, -(1 << 40), ve[None, :]), axis=1))
+        total = tl.zeros([BM], tl.int64)
+        for j0 in range(0, end, BN):
+            j = j0 + tl.arange(0, BN)
+            jm = j < end
+            masked = j[None, :] > slot[:, None]
+            bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            total += tl.sum(_weights(bits, mx, masked, TABLE), axis=1)
+        total = tl.maximum(total, 1)  # rows past the run (masked everywhere) only
+        acc = tl.zeros([BM, HD], tl.int32)
+        for j0 in range(0, end, BN):
+            j = j0 + tl.arange(0, BN)
+            jm = j < end
+            masked = j[None, :] > slot[:, None]
+            bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            p = (_weights(bits, mx, masked, TABLE) << PB) // total[:, None]
+            ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
+            p = (p >> tl.minimum(tl.maximum(em[:, None] - ve[None, :], 0), 62)).to(tl.int32)
+            v = tl.load(V + (base + j[:, None]) * HD + dh[None, :], mask=jm[:, None], other=0).to(tl.int32)
+            v_hi = (v >> 6).to(tl.int8)
+            v_lo = (v & 63).to(tl.int8)
+            for piece in tl.static_range(3):
+                pp = ((p >> (7 * piece)) & 127).to(tl.int8)
+                part = tl.dot(pp, v_hi, out_dtype=tl.int32) * 64 + tl.dot(pp, v_lo, out_dtype=tl.int32)
+                acc += part << (7 * piece)
+        tl.store(O + (lh * RG + i[:, None]) * HD + dh[None, :], acc.to(tl.int64), mask=im[:, None])
+        tl.store(OE + lh * RG + i, em - PB, mask=im)
+
+
+def attention(qr, qe, K, V, KE, VE, slot, score: int, table):
+    """groups.attention's integers: rows lane-major ([L, R] flattened, every lane at the
+    same slots, `slot` [L * R]) against the windows K, V [L, kv, C, hd] (int16), KE, VE
+    [L, kv, C]. Returns (out [T, heads, hd] int64, oe [T, heads] int64)."""
+    import torch
+
+    from . import spec
+
+    L, nkv, C, hd = K.shape
+    T, nh = qr.shape[0], qr.shape[1]
+    R, g = T // L, nh // nkv
+    RG = R * g
+    q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, RG, hd).to(torch.int32).contiguous()
+    e = qe.reshape(L, R, nkv, g).permute(0, 2, 1, 3).reshape(L, nkv, RG).to(torch.int64).contiguous()
+    out = torch.empty((L, nkv, RG, hd), dtype=torch.int64, device=qr.device)
+    oe = torch.empty((L, nkv, RG), dtype=torch.int64, device=qr.device)
+    BM = 16 if RG <= 16 else (32 if RG <= 32 else 64)
+    grid = (L * nkv, triton.cdiv(RG, BM))
+    _attention_kernel[grid](q, e, K, KE, V, VE, slot.contiguous(), table, out, oe, RG, R, C, score,
+                            G=g, NKV=nkv, HD=hd, BM=BM, BN=64, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP,
+                            PB=spec.P_BITS, num_stages=1)
+    out = out.reshape(L, nkv, R, g, hd).permute(0, 2, 1, 3, 4).reshape(T, nh, hd)
+    oe = oe.reshape(L, nkv, R, g).permute(0, 2, 1, 3).reshape(T, nh)
+    return out, oe
