@@ -135,25 +135,28 @@ if triton is not None:
         return tl.where(masked, 0, w)
 
     @triton.jit
-    def _attention_kernel(Qm, QE, K, KE, V, VE, SLOT, TABLE, O, OE, RG, R, C, scale,
-                          G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr,
-                          BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr):
-        lh = tl.program_id(0)  # lane * NKV + kv head
-        lane = lh // NKV
-        i = tl.program_id(1) * BM + tl.arange(0, BM)  # rows: (run step, query head of the group)
+    def _rows(Qm, QE, SLOT, lh, R, RG, G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr):
+        """This program's query rows: index, validity, slot, int8 halves of the mantissas, exponents."""
+        i = tl.program_id(1) * BM + tl.arange(0, BM)
         im = i < RG
-        slot = tl.load(SLOT + lane * R + i // G, mask=im, other=-1)
+        slot = tl.load(SLOT + (lh // NKV) * R + i // G, mask=im, other=-1)
         dh = tl.arange(0, HD)
         q = tl.load(Qm + (lh * RG + i[:, None]) * HD + dh[None, :], mask=im[:, None], other=0).to(tl.int32)
-        q_hi = (q >> 6).to(tl.int8)
-        q_lo = (q & 63).to(tl.int8)
         qe = tl.load(QE + lh * RG + i, mask=im, other=0)
+        return i, im, slot, (q >> 6).to(tl.int8), (q & 63).to(tl.int8), qe
+
+    @triton.jit
+    def _att_max(Qm, QE, K, KE, VE, SLOT, MX, EM, RG, R, C, CH, scale, G: tl.constexpr, NKV: tl.constexpr,
+                 HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr):
+        """Pass 1, keys [s * CH, (s + 1) * CH): each row's largest score and value exponent."""
+        lh, sp = tl.program_id(0), tl.program_id(2)
+        i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         base = lh * C
-        end = tl.max(slot, axis=0) + 1  # keys past every row's slot are never read
+        end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)  # keys past every row's slot: never read
         low = -(1 << 62)
         mx = tl.full([BM], low, tl.int64)
         em = tl.full([BM], -(1 << 40), tl.int64)
-        for j0 in range(0, end, BN):
+        for j0 in range(sp * CH, end, BN):
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
@@ -161,16 +164,53 @@ if triton is not None:
             mx = tl.maximum(mx, tl.max(tl.where(masked, low, bits), axis=1))
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             em = tl.maximum(em, tl.max(tl.where(masked, -(1 << 40), ve[None, :]), axis=1))
+        at = (sp * (tl.num_programs(0) * RG) + lh * RG) + i
+        tl.store(MX + at, mx, mask=im)
+        tl.store(EM + at, em, mask=im)
+
+    @triton.jit
+    def _reduced(P, lh, i, im, RG, S, start, MAXIMUM: tl.constexpr):
+        """The maximum (or sum) over the S splits' partial values of each row."""
+        acc = tl.full(i.shape, start, tl.int64)
+        for sp in range(0, S):
+            v = tl.load(P + (sp * (tl.num_programs(0) * RG) + lh * RG) + i, mask=im, other=start)
+            acc = tl.maximum(acc, v) if MAXIMUM else acc + v
+        return acc
+
+    @triton.jit
+    def _att_sum(Qm, QE, K, KE, SLOT, TABLE, MX, TOT, RG, R, C, CH, S, scale, G: tl.constexpr,
+                 NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr,
+                 CAP: tl.constexpr):
+        """Pass 2: each row's sum of weights over the split's keys."""
+        lh, sp = tl.program_id(0), tl.program_id(2)
+        i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
+        mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), True)
+        base = lh * C
+        end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)
         total = tl.zeros([BM], tl.int64)
-        for j0 in range(0, end, BN):
+        for j0 in range(sp * CH, end, BN):
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
             bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
             total += tl.sum(_weights(bits, mx, masked, TABLE), axis=1)
-        total = tl.maximum(total, 1)  # rows past the run (masked everywhere) only
+        tl.store(TOT + (sp * (tl.num_programs(0) * RG) + lh * RG) + i, total, mask=im)
+
+    @triton.jit
+    def _att_values(Qm, QE, K, KE, V, VE, SLOT, TABLE, MX, EM, TOT, PV, OE, RG, R, C, CH, S, scale,
+                    G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                    FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr):
+        """Pass 3: the probabilities of the split's keys times their values (int32, exact)."""
+        lh, sp = tl.program_id(0), tl.program_id(2)
+        i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
+        mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), True)
+        em = _reduced(EM, lh, i, im, RG, S, -(1 << 40), True)
+        total = tl.maximum(_reduced(TOT, lh, i, im, RG, S, 0, False), 1)  # 0 only for rows past the run
+        base = lh * C
+        end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)
+        dh = tl.arange(0, HD)
         acc = tl.zeros([BM, HD], tl.int32)
-        for j0 in range(0, end, BN):
+        for j0 in range(sp * CH, end, BN):
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
@@ -185,14 +225,27 @@ if triton is not None:
                 pp = ((p >> (7 * piece)) & 127).to(tl.int8)
                 part = tl.dot(pp, v_hi, out_dtype=tl.int32) * 64 + tl.dot(pp, v_lo, out_dtype=tl.int32)
                 acc += part << (7 * piece)
-        tl.store(O + (lh * RG + i[:, None]) * HD + dh[None, :], acc.to(tl.int64), mask=im[:, None])
-        tl.store(OE + lh * RG + i, em - PB, mask=im)
+        at = (sp * (tl.num_programs(0) * RG) + lh * RG) + i
+        tl.store(PV + at[:, None] * HD + dh[None, :], acc, mask=im[:, None])
+        if sp == 0:
+            tl.store(OE + lh * RG + i, em - PB, mask=im)  # the rows' common value exponent
+
+
+def _splits(programs: int, C: int, BN: int) -> int:
+    """Key ranges per row tile: enough programs to fill a GPU (about 2,048), at least one
+    key tile each. Depends on the shapes only, and no integer depends on it (the splits'
+    partial maxima and sums are exact)."""
+    return max(1, min(triton.cdiv(C, BN), triton.cdiv(2048, programs)))
 
 
 def attention(qr, qe, K, V, KE, VE, slot, score: int, table):
     """groups.attention's integers: rows lane-major ([L, R] flattened, every lane at the
     same slots, `slot` [L * R]) against the windows K, V [L, kv, C, hd] (int16), KE, VE
-    [L, kv, C]. Returns (out [T, heads, hd] int64, oe [T, heads] int64)."""
+    [L, kv, C]. Returns (out [T, heads, hd] int64, oe [T, heads] int64).
+
+    The keys are cut into S ranges, each its own program in every pass, so one lane's
+    window still fills the GPU; each pass reads the partial maxima or sums of the one
+    before, and the values' partial products are summed at the end (all exact integers)."""
     import torch
 
     from . import spec
@@ -201,15 +254,26 @@ def attention(qr, qe, K, V, KE, VE, slot, score: int, table):
     T, nh = qr.shape[0], qr.shape[1]
     R, g = T // L, nh // nkv
     RG = R * g
+    dev = qr.device
     q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, RG, hd).to(torch.int32).contiguous()
     e = qe.reshape(L, R, nkv, g).permute(0, 2, 1, 3).reshape(L, nkv, RG).to(torch.int64).contiguous()
-    out = torch.empty((L, nkv, RG, hd), dtype=torch.int64, device=qr.device)
-    oe = torch.empty((L, nkv, RG), dtype=torch.int64, device=qr.device)
-    BM = 16 if RG <= 16 else (32 if RG <= 32 else 64)
-    grid = (L * nkv, triton.cdiv(RG, BM))
-    _attention_kernel[grid](q, e, K, KE, V, VE, slot.contiguous(), table, out, oe, RG, R, C, score,
-                            G=g, NKV=nkv, HD=hd, BM=BM, BN=64, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP,
-                            PB=spec.P_BITS, num_stages=1)
+    slot = slot.contiguous()
+    BM, BN = (16 if RG <= 16 else (32 if RG <= 32 else 64)), 64
+    tiles = triton.cdiv(RG, BM)
+    S = _splits(L * nkv * tiles, C, BN)
+    CH = triton.cdiv(triton.cdiv(C, S), BN) * BN
+    S = triton.cdiv(C, CH)
+    grid = (L * nkv, tiles, S)
+    mx = torch.empty((S, L * nkv * RG), dtype=torch.int64, device=dev)
+    em, tot = torch.empty_like(mx), torch.empty_like(mx)
+    pv = torch.empty((S, L * nkv * RG, hd), dtype=torch.int32, device=dev)
+    oe = torch.empty((L * nkv * RG,), dtype=torch.int64, device=dev)
+    c = dict(G=g, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1)
+    _att_max[grid](q, e, K, KE, VE, slot, mx, em, RG, R, C, CH, score, **c)
+    _att_sum[grid](q, e, K, KE, slot, table, mx, tot, RG, R, C, CH, S, score, **c)
+    _att_values[grid](q, e, K, KE, V, VE, slot, table, mx, em, tot, pv, oe, RG, R, C, CH, S, score,
+                      PB=spec.P_BITS, **c)
+    out = pv.sum(0, dtype=torch.int64) if S > 1 else pv[0].to(torch.int64)
     out = out.reshape(L, nkv, R, g, hd).permute(0, 2, 1, 3, 4).reshape(T, nh, hd)
     oe = oe.reshape(L, nkv, R, g).permute(0, 2, 1, 3).reshape(T, nh)
     return out, oe
