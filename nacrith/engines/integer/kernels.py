@@ -42,16 +42,18 @@ def available(device) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _linear_kernel(A, Q, QS, D, MN, Y, M, N, K, BM: tl.constexpr, BN: tl.constexpr):
+    def _linear_kernel(A, Q, QS, D, MN, Y, M, N, K, BPK, BM: tl.constexpr, BN: tl.constexpr,
+                       PARTIAL: tl.constexpr):
         pm = tl.program_id(0)
         pn = tl.program_id(1)
+        pk = tl.program_id(2)  # blocks [pk * BPK, (pk + 1) * BPK) of the inner dimension
         rm = pm * BM + tl.arange(0, BM)
         rn = pn * BN + tl.arange(0, BN)
         rk = tl.arange(0, 32)
         mrow = rm < M
         ncol = rn < N
         acc = tl.zeros([BM, BN], dtype=tl.float64)
-        for b in range(0, K // 32):
+        for b in range(pk * BPK, tl.minimum(pk * BPK + BPK, K // 32)):
             a = tl.load(A + rm[:, None] * K + (b * 32 + rk)[None, :], mask=mrow[:, None], other=0).to(tl.int32)
             hi = a >> 8
             lo = (a & 255) - 128
@@ -64,7 +66,11 @@ if triton is not None:
             d = tl.load(D + b * N + rn, mask=ncol, other=0.0)
             m = tl.load(MN + b * N + rn, mask=ncol, other=0.0)
             acc += s.to(tl.float64) * d[None, :] + asum.to(tl.float64)[:, None] * m[None, :]
-        tl.store(Y + rm[:, None] * N + rn[None, :], acc.to(tl.int64), mask=mrow[:, None] & ncol[None, :])
+        out = rm[:, None] * N + rn[None, :]
+        if PARTIAL:  # float64 partial sums, exact integers: summed afterwards in any order
+            tl.store(Y + pk * M * N + out, acc, mask=mrow[:, None] & ncol[None, :])
+        else:
+            tl.store(Y + out, acc.to(tl.int64), mask=mrow[:, None] & ncol[None, :])
 
 
 class BlockMatrix(NamedTuple):
@@ -88,7 +94,7 @@ class BlockMatrix(NamedTuple):
         return cls(dev(bw.q.T), dev(qs.T), dev(bw.d.T.astype(np.float64)), dev(bw.m.T.astype(np.float64)))
 
 
-def block_linear(a, W: BlockMatrix, out=None):
+def block_linear(a, W: BlockMatrix):
     """a [M, K] (int16 values, any integer dtype) @ W -> int64 [M, N], exactly."""
     import torch
 
@@ -97,11 +103,23 @@ def block_linear(a, W: BlockMatrix, out=None):
     if K != W.q.shape[0]:
         raise ValueError("inner dimensions differ")
     a = a.to(torch.int32).contiguous()
-    y = torch.empty((M, N), dtype=torch.int64, device=a.device) if out is None else out
     BM = 16 if M <= 16 else (32 if M <= 32 else 64)
-    BN = 64 if M <= 32 else 128
-    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
-    _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BM=BM, BN=BN)
+    BN = 32 if M <= 32 else 128
+    tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
+    blocks = K // 32
+    # few rows (the decoder's steps): the inner dimension is cut too, so that a narrow
+    # product still runs on every SM; its partial sums are exact (below 2**53)
+    SK = max(1, min(blocks // 2, triton.cdiv(1024, tiles))) if M <= 32 else 1
+    BPK = triton.cdiv(blocks, SK)
+    SK = triton.cdiv(blocks, BPK)
+    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN), SK)
+    if SK == 1:
+        y = torch.empty((M, N), dtype=torch.int64, device=a.device)
+        _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=False)
+    else:
+        part = torch.empty((SK, M, N), dtype=torch.float64, device=a.device)
+        _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, part, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=True)
+        y = part.sum(0).to(torch.int64)
     return y
 
 
