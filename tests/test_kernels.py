@@ -1,9 +1,10 @@
 """The Triton kernels (engines/integer/kernels.py) give the integers of the float64 products.
 
 On a GPU (NACRITH_TEST_DEVICE=cuda) they run as they do for users; elsewhere in Triton's
-interpreter (TRITON_INTERPRET=1, set here before Triton is imported), which runs the same
-kernel code with numpy. Without Triton the engine keeps its float64 products and these
-tests are skipped. Inputs are random at the bounds the engine guarantees (int16
+interpreter, which runs the same kernel code with numpy: this file runs itself again in a
+process with TRITON_INTERPRET=1 (Triton reads it as it compiles the kernels at import, so
+it cannot be set for this process without changing every later test's engine). Without
+Triton the engine keeps its float64 products and these tests are skipped. Inputs are random at the bounds the engine guarantees (int16
 activations, mantissas of 12 bits rotated, probabilities up to 2**16), with the extremes
 put in on purpose.
 """
@@ -15,10 +16,6 @@ import os
 import numpy as np
 import pytest
 
-DEVICE = os.environ.get("NACRITH_TEST_DEVICE", "cpu")
-if DEVICE == "cpu":
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 pytest.importorskip("triton")
 torch = pytest.importorskip("torch")
 
@@ -26,11 +23,32 @@ from nacrith.codec.quantize import EXP2_TABLE  # noqa: E402
 from nacrith.engines.integer import groups, kernels, spec, weights  # noqa: E402
 from nacrith.xp import TorchOps  # noqa: E402
 
+DEVICE = os.environ.get("NACRITH_TEST_DEVICE", "cpu")
+# the kernel tests run here on a GPU or when the kernels were made by the interpreter;
+# otherwise test_in_the_interpreter runs them in a process of their own
+HERE = DEVICE != "cpu" or kernels.INTERPRETED
+here = pytest.mark.skipif(not HERE, reason="run by test_in_the_interpreter, in a process with TRITON_INTERPRET=1")
+
+
+@pytest.mark.skipif(HERE, reason="the kernels run in this process")
+def test_in_the_interpreter():
+    import subprocess
+    import sys
+
+
+    env = dict(os.environ, TRITON_INTERPRET="1", NACRITH_TEST_DEVICE="cpu")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("15 passed, 1 skipped"), last  # 8 products, 6 attentions, 1; this one skipped
+
 
 def _exact_product(a: np.ndarray, bw) -> np.ndarray:
     return (a.astype(object) @ bw.dense().T.astype(object)).astype(np.int64)  # Python integers
 
 
+@here
 @pytest.mark.parametrize("rows", [1, 3, 17, 70])
 @pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
 def test_block_linear_is_the_exact_product(rows, kind):
@@ -55,6 +73,7 @@ def test_block_linear_is_the_exact_product(rows, kind):
     assert np.array_equal(y.cpu().numpy(), _exact_product(a, bw))
 
 
+@here
 @pytest.mark.parametrize("R,s0,shift", [(1, 0, -24), (1, 37, -24), (1, 199, -30), (5, 90, -20), (40, 3, -26),
                                         (30, 150, -8)])
 def test_attention_is_the_float64_attention(R, s0, shift):
@@ -87,6 +106,7 @@ def test_attention_is_the_float64_attention(R, s0, shift):
 
 def test_the_kernels_are_used_only_where_they_run():
     assert kernels.available(torch.device("cuda")) == (os.environ.get("NACRITH_KERNELS", "1") != "0")
+    assert kernels.available(torch.device("cpu")) == kernels.INTERPRETED
     os.environ["NACRITH_KERNELS"] = "0"
     try:
         assert not kernels.available(torch.device("cuda"))

@@ -32,11 +32,16 @@ except ImportError:  # pragma: no cover - the float64 products are used instead
     triton = None
 
 
+# Set when this module was imported: triton.jit reads it as it decorates the kernels.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def available(device) -> bool:
-    """Whether the kernels run for tensors on `device` (a CUDA device, or the interpreter)."""
+    """Whether the kernels run for tensors on `device`: a CUDA device, or any device when
+    Triton's interpreter made them (tests)."""
     if triton is None or os.environ.get("NACRITH_KERNELS", "1") == "0":
         return False
-    return getattr(device, "type", str(device)) == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return getattr(device, "type", str(device)) == "cuda" or INTERPRETED
 
 
 if triton is not None:

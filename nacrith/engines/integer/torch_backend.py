@@ -1,9 +1,9 @@
 """The torch backend (CPU or CUDA): the generic forward on int64 tensors, matrix
 products in float64 of integers below 2**53, so exact on any device.
 
-This is the reference arithmetic run by torch; the fast GPU path (int8 tensor
-cores, fused kernels) is separate work. Weights are dense float64 on the device
-(about 1 GB for SmolLM2).
+This is the reference arithmetic run by torch, with the weights dense float64 on the
+device (about 1 GB for SmolLM2). On a GPU, groups.py replaces the products and the
+attention with the Triton kernels of kernels.py (int8 blocks, the same integers).
 """
 
 from __future__ import annotations
