@@ -104,11 +104,11 @@ def test_attention_is_the_float64_attention(R, s0, shift):
     assert want.abs().max() > 0
 
 
-def test_the_kernels_are_used_only_where_they_run():
-    assert kernels.available(torch.device("cuda")) == (os.environ.get("NACRITH_KERNELS", "1") != "0")
+def test_the_kernels_are_used_only_where_they_run(monkeypatch):
+    cuda = torch.device("cuda")
+    modern = torch.cuda.is_available() and torch.cuda.get_device_capability(cuda) >= (8, 0)
+    monkeypatch.delenv("NACRITH_KERNELS", raising=False)
+    assert kernels.available(cuda) == (kernels.INTERPRETED or modern)
     assert kernels.available(torch.device("cpu")) == kernels.INTERPRETED
-    os.environ["NACRITH_KERNELS"] = "0"
-    try:
-        assert not kernels.available(torch.device("cuda"))
-    finally:
-        del os.environ["NACRITH_KERNELS"]
+    monkeypatch.setenv("NACRITH_KERNELS", "0")
+    assert not kernels.available(cuda) and not kernels.available(torch.device("cpu"))

@@ -37,11 +37,18 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def available(device) -> bool:
-    """Whether the kernels run for tensors on `device`: a CUDA device, or any device when
-    Triton's interpreter made them (tests)."""
+    """Whether the kernels run for tensors on `device`: a CUDA device of compute capability
+    8.0 or later, or any device when Triton's interpreter made them (tests)."""
     if triton is None or os.environ.get("NACRITH_KERNELS", "1") == "0":
         return False
-    return getattr(device, "type", str(device)) == "cuda" or INTERPRETED
+    if INTERPRETED:
+        return True
+    if getattr(device, "type", str(device)) != "cuda":
+        return False
+    import torch
+
+    # int8 dots with int32 sums: Ampere (8.0) and later; older GPUs keep the float64 products
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 if triton is not None:
