@@ -4,9 +4,9 @@ On a GPU (NACRITH_TEST_DEVICE=cuda) they run as they do for users; elsewhere in 
 interpreter, which runs the same kernel code with numpy: this file runs itself again in a
 process with TRITON_INTERPRET=1 (Triton reads it as it compiles the kernels at import, so
 it cannot be set for this process without changing every later test's engine). Without
-Triton the engine keeps its float64 products and these tests are skipped. Inputs are random at the bounds the engine guarantees (int16
-activations, mantissas of 12 bits rotated, probabilities up to 2**16), with the extremes
-put in on purpose.
+Triton the engine keeps its float64 products and these tests are skipped. Inputs are
+random at the bounds the engine guarantees (int16 activations, mantissas of 12 bits
+rotated, probabilities up to 2**16), with the extremes put in on purpose.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ here = pytest.mark.skipif(not HERE, reason="run by test_in_the_interpreter, in a
 def test_in_the_interpreter():
     import subprocess
     import sys
-
 
     env = dict(os.environ, TRITON_INTERPRET="1", NACRITH_TEST_DEVICE="cpu")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
@@ -77,7 +76,7 @@ def test_block_linear_is_the_exact_product(rows, kind):
 @pytest.mark.parametrize("R,s0,shift", [(1, 0, -24), (1, 37, -24), (1, 199, -30), (5, 90, -20), (40, 3, -26),
                                         (30, 150, -8)])
 def test_attention_is_the_float64_attention(R, s0, shift):
-    """Rows at slots s0 .. s0 + R - 1 of every lane, against windows of 200 slots whose
+    """groups.attention on int16 windows (the kernels) and on float64 ones. Rows at slots s0 .. s0 + R - 1 of every lane, against windows of 200 slots whose
     later slots hold stale values (masked); exponents chosen around `shift` so the scores
     range from flat to saturated (shift -8: clamped at SCORE_CAP)."""
     rng = np.random.default_rng(R * 1000 + s0)
@@ -96,10 +95,9 @@ def test_attention_is_the_float64_attention(R, s0, shift):
     slot = (torch.arange(R).repeat(L) + s0).to(dev)
     table = torch.as_tensor(EXP2_TABLE, device=dev)
     score = spec.score_scale(hd)
-    out, oe = kernels.attention(qr, qe, K, V, KE, VE, slot, score, table)
-    o = TorchOps(dev)
-    want, want_e = groups.attention(o, qr, qe, K.double(), V.double(), KE, VE, torch.arange(C, device=dev), slot,
-                                    score, table)
+    o, slots = TorchOps(dev), torch.arange(C, device=dev)
+    out, oe = groups.attention(o, qr, qe, K, V, KE, VE, slots, slot, score, table)  # int16 windows: the kernels
+    want, want_e = groups.attention(o, qr, qe, K.double(), V.double(), KE, VE, slots, slot, score, table)
     assert torch.equal(out, want) and torch.equal(oe, want_e)
     assert want.abs().max() > 0
 

@@ -168,21 +168,25 @@ def final_logits(o, a, e, W):
 def attention(o, qr, qe, K, V, KE, VE, slots, slot, score: int, table):
     """Rows lane-major ([L, R] flattened, every lane at the same slots) against the
     windows K, V [L, kv, C, hd] (float64 of int16 values, or int16 for the Triton
-    kernel), KE, VE [L, kv, C]."""
-    if not K.is_floating_point():
-        return kernels.attention(qr, qe, K, V, KE, VE, slot, score, table)
+    kernels), KE, VE [L, kv, C]. Both paths take the rows head-major ([L, kv, R*g])."""
     L, nkv, C, hd = K.shape
     T, nh = qr.shape[0], qr.shape[1]
     R, g = T // L, nh // nkv
-    q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, hd).to(K.dtype)
-    s = (q @ K.transpose(2, 3)).to(qe.dtype)  # [L, kv, R*g, C], exact
-    s = s.reshape(L, nkv, R, g, C).permute(0, 2, 1, 3, 4)  # [L, R, kv, g, C]
-    ke = KE.to(qe.dtype)[:, None, :, None, :]
-    ve = VE.to(qe.dtype)[:, None, :, None, :]
-    p, em = attention_probs(o, s, qe.reshape(L, R, nkv, g)[..., None], ke, ve, slots, slot.reshape(L, R), score, table)
-    pv = p.to(V.dtype).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, C) @ V  # [L, kv, R*g, hd], exact
+    q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, hd)
+    if not K.is_floating_point():
+        e = qe.reshape(L, R, nkv, g).permute(0, 2, 1, 3).reshape(L, nkv, R * g)
+        pv, oe = kernels.attention(q, e, K, V, KE, VE, slot, R, score, table)
+        oe = oe.reshape(L, nkv, R, g).permute(0, 2, 1, 3).reshape(T, nh)
+    else:
+        s = (q.to(K.dtype) @ K.transpose(2, 3)).to(qe.dtype)  # [L, kv, R*g, C], exact
+        s = s.reshape(L, nkv, R, g, C).permute(0, 2, 1, 3, 4)  # [L, R, kv, g, C]
+        ke = KE.to(qe.dtype)[:, None, :, None, :]
+        ve = VE.to(qe.dtype)[:, None, :, None, :]
+        p, em = attention_probs(o, s, qe.reshape(L, R, nkv, g)[..., None], ke, ve, slots, slot.reshape(L, R), score,
+                                table)
+        pv = p.to(V.dtype).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, C) @ V  # [L, kv, R*g, hd], exact
+        oe = (em[..., 0, 0] - spec.P_BITS)[..., None].expand(L, R, nkv, g).reshape(T, nh)
     out = pv.to(qe.dtype).reshape(L, nkv, R, g, hd).permute(0, 2, 1, 3, 4).reshape(T, nh, hd)
-    oe = (em[..., 0, 0] - spec.P_BITS)[..., None].expand(L, R, nkv, g).reshape(T, nh)
     return out, oe
 
 

@@ -1,6 +1,6 @@
 """Triton kernels for the integer engine on a GPU: the same integers, fewer and faster kernels.
 
-Two kernels replace the float64 products of groups.py:
+Two operations replace the float64 products of groups.py:
 
 - `block_linear`: y = a @ W for int16 activations and the weights' own int8 blocks
   (weights.py: w * 2**24 = d * q + m per block of 32). Int8 tensor cores take the
@@ -9,21 +9,24 @@ Two kernels replace the float64 products of groups.py:
   integers below 2**27 in int32. Each block's sum is scaled by d and the block's sum of
   activations by m in float64, integers below 2**53 (weights.py checks the bound), so
   exact in any order. The weights stay int8 on the device (135 MB instead of 1 GB).
-- `attention`: the integer softmax of forward.py over a window, in three passes over
-  the keys (the maximum score, the sum of the weights, then the probabilities and their
-  product with the values), so no score matrix is ever stored. Query and key mantissas
+- `attention`: the integer softmax of forward.py over a window, in three kernels, one
+  pass over the keys each (the maximum score, the sum of the weights, then the
+  probabilities and their product with the values), so no score matrix is ever stored. Query and key mantissas
   (below 2**12 after rotation) enter the int8 dots as 64 * hi + lo, values likewise,
   probabilities (at most 2**16) as three 7-bit pieces; every dot is exact in int32.
 
-Both take the place of their float64 versions only where Triton and a CUDA device are
-present (NACRITH_KERNELS=0 keeps the float64 products); tests/test_kernels.py compares
-their integers with the float64 products', on a GPU or in Triton's interpreter.
+Both take the place of their float64 versions only where Triton runs on a CUDA device of
+compute capability 8.0 or later (`available`; NACRITH_KERNELS=0 keeps the float64
+products); tests/test_kernels.py compares their integers with the float64 products', on a
+GPU or in Triton's interpreter.
 """
 
 from __future__ import annotations
 
 import os
 from typing import NamedTuple
+
+from . import spec
 
 try:
     import triton
@@ -176,6 +179,11 @@ if triton is not None:
         return i, im, slot, (q >> 6).to(tl.int8), (q & 63).to(tl.int8), qe
 
     @triton.jit
+    def _part(sp, lh, i, RG):
+        """Where row i of (lane, kv head) lh keeps split sp's partial value: [S, L * kv * RG]."""
+        return sp * (tl.num_programs(0) * RG) + lh * RG + i
+
+    @triton.jit
     def _att_max(Qm, QE, K, KE, VE, SLOT, MX, EM, RG, R, C, CH, scale, G: tl.constexpr, NKV: tl.constexpr,
                  HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr):
         """Pass 1, keys [s * CH, (s + 1) * CH): each row's largest score and value exponent."""
@@ -194,7 +202,7 @@ if triton is not None:
             mx = tl.maximum(mx, tl.max(tl.where(masked, low, bits), axis=1))
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             em = tl.maximum(em, tl.max(tl.where(masked, -(1 << 40), ve[None, :]), axis=1))
-        at = (sp * (tl.num_programs(0) * RG) + lh * RG) + i
+        at = _part(sp, lh, i, RG)
         tl.store(MX + at, mx, mask=im)
         tl.store(EM + at, em, mask=im)
 
@@ -203,7 +211,7 @@ if triton is not None:
         """The maximum (or sum) over the S splits' partial values of each row."""
         acc = tl.full(i.shape, start, tl.int64)
         for sp in range(0, S):
-            v = tl.load(P + (sp * (tl.num_programs(0) * RG) + lh * RG) + i, mask=im, other=start)
+            v = tl.load(P + _part(sp, lh, i, RG), mask=im, other=start)
             acc = tl.maximum(acc, v) if MAXIMUM else acc + v
         return acc
 
@@ -224,7 +232,7 @@ if triton is not None:
             masked = j[None, :] > slot[:, None]
             bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
             total += tl.sum(_weights(bits, mx, masked, TABLE), axis=1)
-        tl.store(TOT + (sp * (tl.num_programs(0) * RG) + lh * RG) + i, total, mask=im)
+        tl.store(TOT + _part(sp, lh, i, RG), total, mask=im)
 
     @triton.jit
     def _att_values(Qm, QE, K, KE, V, VE, SLOT, TABLE, MX, EM, TOT, PV, OE, RG, R, C, CH, S, scale,
@@ -255,7 +263,7 @@ if triton is not None:
                 pp = ((p >> (7 * piece)) & 127).to(tl.int8)
                 part = tl.dot(pp, v_hi, out_dtype=tl.int32) * 64 + tl.dot(pp, v_lo, out_dtype=tl.int32)
                 acc += part << (7 * piece)
-        at = (sp * (tl.num_programs(0) * RG) + lh * RG) + i
+        at = _part(sp, lh, i, RG)
         tl.store(PV + at[:, None] * HD + dh[None, :], acc, mask=im[:, None])
         if sp == 0:
             tl.store(OE + lh * RG + i, em - PB, mask=im)  # the rows' common value exponent
@@ -268,25 +276,22 @@ def _splits(programs: int, C: int, BN: int) -> int:
     return max(1, min(triton.cdiv(C, BN), triton.cdiv(2048, programs)))
 
 
-def attention(qr, qe, K, V, KE, VE, slot, score: int, table):
-    """groups.attention's integers: rows lane-major ([L, R] flattened, every lane at the
-    same slots, `slot` [L * R]) against the windows K, V [L, kv, C, hd] (int16), KE, VE
-    [L, kv, C]. Returns (out [T, heads, hd] int64, oe [T, heads] int64).
+def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table):
+    """groups.attention's integers for rows head-major: q [L, kv, RG, hd] (RG = R steps x
+    the kv head's query heads), qe [L, kv, RG], every lane at the same slots (`slot`
+    [L * R], lane-major), against the windows K, V [L, kv, C, hd] (int16), KE, VE
+    [L, kv, C]. Returns (pv [L, kv, RG, hd] int64, oe [L, kv, RG] int64).
 
     The keys are cut into S ranges, each its own program in every pass, so one lane's
     window still fills the GPU; each pass reads the partial maxima or sums of the one
     before, and the values' partial products are summed at the end (all exact integers)."""
     import torch
 
-    from . import spec
-
     L, nkv, C, hd = K.shape
-    T, nh = qr.shape[0], qr.shape[1]
-    R, g = T // L, nh // nkv
-    RG = R * g
-    dev = qr.device
-    q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, RG, hd).to(torch.int32).contiguous()
-    e = qe.reshape(L, R, nkv, g).permute(0, 2, 1, 3).reshape(L, nkv, RG).to(torch.int64).contiguous()
+    RG = q.shape[2]
+    dev = q.device
+    q = q.to(torch.int32).contiguous()
+    qe = qe.to(torch.int64).contiguous()
     slot = slot.contiguous()
     BM, BN = (16 if RG <= 16 else (32 if RG <= 32 else 64)), 64
     tiles = triton.cdiv(RG, BM)
@@ -297,13 +302,11 @@ def attention(qr, qe, K, V, KE, VE, slot, score: int, table):
     mx = torch.empty((S, L * nkv * RG), dtype=torch.int64, device=dev)
     em, tot = torch.empty_like(mx), torch.empty_like(mx)
     pv = torch.empty((S, L * nkv * RG, hd), dtype=torch.int32, device=dev)
-    oe = torch.empty((L * nkv * RG,), dtype=torch.int64, device=dev)
-    c = dict(G=g, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1)
-    _att_max[grid](q, e, K, KE, VE, slot, mx, em, RG, R, C, CH, score, **c)
-    _att_sum[grid](q, e, K, KE, slot, table, mx, tot, RG, R, C, CH, S, score, **c)
-    _att_values[grid](q, e, K, KE, V, VE, slot, table, mx, em, tot, pv, oe, RG, R, C, CH, S, score,
+    oe = torch.empty((L, nkv, RG), dtype=torch.int64, device=dev)
+    c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1)
+    _att_max[grid](q, qe, K, KE, VE, slot, mx, em, RG, R, C, CH, score, **c)
+    _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, RG, R, C, CH, S, score, **c)
+    _att_values[grid](q, qe, K, KE, V, VE, slot, table, mx, em, tot, pv, oe, RG, R, C, CH, S, score,
                       PB=spec.P_BITS, **c)
     out = pv.sum(0, dtype=torch.int64) if S > 1 else pv[0].to(torch.int64)
-    out = out.reshape(L, nkv, R, g, hd).permute(0, 2, 1, 3, 4).reshape(T, nh, hd)
-    oe = oe.reshape(L, nkv, R, g).permute(0, 2, 1, 3).reshape(T, nh)
-    return out, oe
+    return out.reshape(L, nkv, RG, hd), oe
