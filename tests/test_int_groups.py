@@ -90,3 +90,26 @@ def test_the_engine_calls_agree_and_a_damaged_stream_is_refused(model_path, text
             groups.decode(st, bos, [len(x) for x in lists], bad)
     finally:
         groups.backend, groups.device, groups.lanes, groups._state = "native", None, None, None
+
+
+def test_padded_runs_give_the_same_payloads(model_path, text):
+    """Runs padded to `block` rows per lane with copies of each lane's last input (as
+    compiled runs are, on a GPU): the C kernels' payloads still. Runs of 24 rows in
+    windows of 64: runs cut short by the room left and by the chunks' ends are padded."""
+    from nacrith.api import load_model, settings_for
+
+    st = settings_for(**SMALL)
+    lm = load_model(model_path, st)
+    toks = lm.model.tokenize(text)
+    lists = [toks[i : i + 70] for i in range(0, len(toks), 70)]
+    bos = lm.model.bos
+    want, _ = _engine(model_path, "native").encode(st, bos, lists)
+    groups = _engine(model_path, "torch", lanes=4)
+    try:
+        r = groups._runner(st, bos, len(lists))
+        r.block = r.be.block = 24
+        r.be.pad_runs = True
+        got, _ = groups.encode(st, bos, lists)
+        assert got == want
+    finally:
+        groups.backend, groups.device, groups.lanes, groups._state = "native", None, None, None

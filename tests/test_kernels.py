@@ -40,7 +40,7 @@ def test_in_the_interpreter():
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     last = r.stdout.strip().splitlines()[-1]
-    assert last.startswith("15 passed, 1 skipped"), last  # 8 products, 6 attentions, 1; this one skipped
+    assert last.startswith("22 passed, 1 skipped"), last  # 8 products, 6 attentions, 5 bias-head steps, 2 stores, 1
 
 
 def _exact_product(a: np.ndarray, bw) -> np.ndarray:
@@ -110,3 +110,97 @@ def test_the_kernels_are_used_only_where_they_run(monkeypatch):
     assert kernels.available(torch.device("cpu")) == kernels.INTERPRETED
     monkeypatch.setenv("NACRITH_KERNELS", "0")
     assert not kernels.available(cuda) and not kernels.available(torch.device("cpu"))
+
+
+def _online_pair(V: int, lanes: int, cfg, dev):
+    from nacrith.predictors.bias_kernel import BiasSteps
+    from nacrith.predictors.online import Online
+
+    mine = Online(cfg, lanes, V, 64, TorchOps(dev))
+    return Online(cfg, lanes, V, 64, TorchOps(dev)), mine, BiasSteps(mine, torch.as_tensor(EXP2_TABLE, device=dev))
+
+
+def _logits(rng, steps, lanes, V, dev):
+    """Fixed-point logits from flat to peaked (ties at the top included), as the model gives."""
+    z = rng.integers(-(20 << 16), 12 << 16, (steps, lanes, V))
+    z[:, 0, :7] = 12 << 16  # a tie for the most probable token: the lowest index takes the rest
+    z[1, 1, :] = 5  # one flat row
+    return torch.from_numpy(z).to(dev)
+
+
+@here
+@pytest.mark.parametrize("V,bias_lr,ctx_bias", [(3001, 30000, 20000), (700, 0, 65536), (2048, 65536, 0),
+                                                (49152, 10000, 10000)])
+def test_bias_kernel_encodes_as_the_predictors(V, bias_lr, ctx_bias):
+    """BiasSteps.encode: (start, freq) of every step's target and the heads' state after
+    them equal Online.freqs / update followed by the coder's lookup, step by step."""
+    from nacrith.codec.quantize import lookup_freqs_torch
+    from nacrith.predictors.online import OnlineConfig
+
+    rng = np.random.default_rng(V)
+    dev, lanes = torch.device(DEVICE), 3
+    steps = 3 if V > 10000 else 12
+    ref, mine, kern = _online_pair(V, lanes, OnlineConfig(bias_lr=bias_lr, ctx_bias=ctx_bias), dev)
+    z = _logits(rng, steps, lanes, V, dev)
+    tg = torch.from_numpy(rng.integers(0, V, (steps, lanes))).to(dev)
+    tg[:, 2] = tg[0, 2]  # one lane repeats its token: the biases grow towards the cap
+    st, fr = torch.zeros_like(tg), torch.zeros_like(tg)
+    kern.encode(z, tg, st, fr, steps)
+    for s in range(steps):
+        ref.cheap()
+        want_st, want_fr = lookup_freqs_torch(ref.freqs(z[s]), tg[s])
+        ref.update(tg[s])
+        assert torch.equal(st[s], want_st) and torch.equal(fr[s], want_fr), s
+    for a, b in zip(ref._all(), mine._all()):
+        assert torch.equal(a, b)
+    assert (fr > 1).any() and (mine.bias if bias_lr else mine.ctxb).abs().max() > 0
+
+
+@here
+def test_bias_kernel_decodes_as_the_predictors():
+    """BiasSteps.decode: the symbol of every slot, its interval, and the state after it,
+    against search_freqs_torch on Online's frequencies; slots at both ends included."""
+    from nacrith.codec.quantize import TOTAL, search_freqs_torch
+    from nacrith.predictors.online import OnlineConfig
+
+    rng = np.random.default_rng(5)
+    dev, lanes, V, steps = torch.device(DEVICE), 3, 5000, 10
+    ref, mine, kern = _online_pair(V, lanes, OnlineConfig(bias_lr=20000, ctx_bias=30000), dev)
+    z = _logits(rng, steps, lanes, V, dev)
+    slots = torch.from_numpy(rng.integers(0, TOTAL, (steps, lanes))).to(dev)
+    slots[0, 0], slots[0, 1] = 0, TOTAL - 1
+    sym, st, fr = (torch.zeros(lanes, dtype=torch.int64, device=dev) for _ in range(3))
+    for s in range(steps):
+        kern.decode(z[s].contiguous(), slots[s].contiguous(), sym, st, fr)
+        ref.cheap()
+        want = search_freqs_torch(ref.freqs(z[s]), slots[s])
+        ref.update(want[0])
+        assert all(torch.equal(a, b) for a, b in zip((sym, st, fr), want)), s
+    for a, b in zip(ref._all(), mine._all()):
+        assert torch.equal(a, b)
+
+
+@here
+@pytest.mark.parametrize("expanded", [False, True])
+def test_store_writes_what_indexed_assignment_writes(expanded):
+    """kernels.store against GroupBackend's indexed assignment, rows of several lanes
+    (lane-major runs, or the decoder's one slot for every lane: an expanded tensor)."""
+    rng = np.random.default_rng(7)
+    dev = torch.device(DEVICE)
+    L, nkv, C, hd = 3, 3, 50, 64
+    R = 1 if expanded else 4
+    T = L * R
+    lane = torch.arange(L, device=dev).repeat_interleave(R)
+    slot = torch.tensor([17], device=dev).expand(T) if expanded else (torch.arange(R).repeat(L) + 9).to(dev)
+    kr = torch.from_numpy(rng.integers(-2897, 2898, (T, nkv, hd))).to(dev)
+    vm = torch.from_numpy(rng.integers(-2047, 2048, (T, nkv, hd))).to(dev)
+    ke = torch.from_numpy(rng.integers(-40, 10, (T, nkv))).to(dev)
+    ve = torch.from_numpy(rng.integers(-40, 10, (T, nkv))).to(dev)
+    windows = lambda: [torch.from_numpy(rng.integers(-99, 99, shape)).to(dt).to(dev)  # noqa: E731
+                       for shape, dt in [((L, nkv, C, hd), torch.int16), ((L, nkv, C), torch.int32)] * 2]
+    mine = windows()
+    want = [x.clone() for x in mine]
+    kernels.store(mine[0], mine[1], mine[2], mine[3], lane, slot, kr, ke, vm, ve[:, :])
+    for w, x in zip(want, (kr, ke, vm, ve)):
+        w[lane, :, slot] = x.to(w.dtype)
+    assert all(torch.equal(a, b) for a, b in zip(mine, want))

@@ -45,18 +45,21 @@ class GroupBackend(TorchBackend):
         import torch
 
         fuse = None
-        # NACRITH_COMPILE: "steps" (default on a GPU) compiles the decoder's one-row-per-lane
-        # steps, where thousands of tiny kernels would cost more than the work; the encoder's
-        # runs (lanes x block rows) are large enough to run eagerly, which saves the minutes
-        # of compiling their shapes. "all" compiles both; "0" neither; "always" also on a CPU
-        # (tests). The integers are the same in every mode.
-        mode = os.environ.get("NACRITH_COMPILE", "steps")
+        # NACRITH_COMPILE: "all" (default on a GPU) compiles the decoder's one-row-per-lane
+        # steps and the encoder's runs, each padded to `block` rows per lane (Group.run), so
+        # one shape per lane count: run eagerly, their integer norms and tables are tens of
+        # thousands of tiny kernels per run. "steps" compiles the steps only (the first
+        # compression's few minutes of compiling saved); "0" neither; "always" both, also
+        # on a CPU (tests). The integers are the same in every mode.
+        mode = os.environ.get("NACRITH_COMPILE", "all")
         if mode == "always" or (torch.device(device).type == "cuda" and mode != "0"):
             fuse = lambda fn: torch.compile(fn, dynamic=False)  # noqa: E731
             torch._dynamo.config.recompile_limit = 64  # a few shapes per group size, many sizes
             torch._dynamo.config.accumulated_recompile_limit = 4096
             _persistent_compile_cache()
         self.compile_runs = mode in ("all", "always")
+        self.pad_runs = fuse is not None and self.compile_runs  # runs of `block` rows (Group.run)
+        self.block = 0  # rows per lane of the encoder's runs (set by GroupRunner)
         # With the Triton kernels (kernels.py) the weights stay int8 blocks and the keys and
         # values int16. Without, both are float64 holding the same integers: the float64
         # products read them as they are, with no conversion of the window at every step.
@@ -87,10 +90,13 @@ class GroupBackend(TorchBackend):
 
     def store(self, li, lane, slot, kr, ke, vm, ve, km, bos) -> None:
         c, t = self.cache, self.t
-        c.k[li, lane, :, slot] = kr.to(c.k.dtype)
-        c.ke[li, lane, :, slot] = ke.to(t.int32)
-        c.v[li, lane, :, slot] = vm.to(c.v.dtype)
-        c.ve[li, lane, :, slot] = ve.to(t.int32)
+        if self.kernels:
+            kernels.store(c.k[li], c.ke[li], c.v[li], c.ve[li], lane, slot, kr, ke, vm, ve)
+        else:
+            c.k[li, lane, :, slot] = kr.to(c.k.dtype)
+            c.ke[li, lane, :, slot] = ke.to(t.int32)
+            c.v[li, lane, :, slot] = vm.to(c.v.dtype)
+            c.ve[li, lane, :, slot] = ve.to(t.int32)
         if self.at_start:  # known on the host: no device sync (CUDA graphs)
             L = c.lanes
             c.bos[li] = km.reshape(L, -1, *km.shape[1:])[:, 0].to(t.int16)
@@ -124,8 +130,10 @@ class GroupBackend(TorchBackend):
 
     def _fused(self, rows: int) -> bool:
         """Whether a call of `rows` rows takes the compiled stages: a decoder step (one row
-        per lane) always does, an encoder run only with NACRITH_COMPILE=all (or always)."""
-        return self.compile_runs or rows == self.cache.lanes
+        per lane) always does, an encoder run (block rows per lane) unless NACRITH_COMPILE=steps;
+        other shapes (the last logits of a group) run eagerly rather than compile once more."""
+        L = self.cache.lanes
+        return rows == L or (self.compile_runs and rows == L * self.block)
 
 
 def _persistent_compile_cache() -> None:
@@ -232,20 +240,27 @@ class Group:
         rot = rotate(o, bos.reshape(w.n_layer, -1, w.head_dim), cos, sin)
         c.k[:, :, :, 0] = rot.reshape(bos.shape).to(c.k.dtype)
 
-    def run(self, tokens):
+    def run(self, tokens, rows: int = 0):
         """tokens [lanes, R] (int64 tensor), the next R inputs of every lane -> final-norm
-        rows (a, e), lane-major."""
+        rows (a, e), lane-major. With rows > R each lane's run is padded to `rows` copies of
+        its last input (same token, slot and position): a copy computes and stores exactly
+        what the input does, so the window is unchanged, and every run has one shape."""
         be, t = self.be, self.be.t
         L, R = tokens.shape
         if not 0 < R <= self.room():
             raise ValueError("a run must be non-empty and fit the window")
+        Rp = max(R, rows)
+        if Rp > R:
+            tokens = t.cat([tokens, tokens[:, -1:].expand(L, Rp - R)], 1)
         s0, p0 = self.next_slot(), self.done
         dev = be.dev
-        lane = t.arange(L, device=dev).repeat_interleave(R)
-        steps = t.arange(R, device=dev).repeat(L)
+        lane = t.arange(L, device=dev).repeat_interleave(Rp)
+        steps = t.arange(Rp, device=dev).clamp(max=R - 1).repeat(L)
         be.at_start = s0 == 0
         a, e = be.hidden(tokens.reshape(-1), lane, steps + s0, steps + p0)
         self.done += R
+        if Rp > R:
+            a, e = (x.reshape(L, Rp, -1)[:, :R].reshape(L * R, -1) for x in (a, e))
         return a, e
 
 
@@ -259,11 +274,13 @@ class GroupRunner:
         self.w, self.settings, self.bos = w, settings, bos
         self.lanes, self.block = lanes, block
         self.be = GroupBackend(w, lanes, settings.context, device)
+        self.be.block = block
         self.dev = self.be.dev
         self.table = table_torch(self.dev)
         self.cap = self.wcap = 0  # the decoder's buffers (_buffers)
         self.graph = None
         self.e_cap, self.e_z, self.e_pred, self.e_graph = 0, None, None, None  # the encoder's (_coder)
+        self.e_kern = self.d_kern = None
 
     def _predictor(self, steps: int):
         cfg = self.settings.predictors
@@ -296,13 +313,13 @@ class GroupRunner:
         pred = self._coder(steps, per) if self.settings.predictors.any else None
         with t.no_grad():
             if pred is not None:
-                step = self._code_runner()  # captured before the state is reset below
+                step = None if self.e_kern else self._code_runner()  # captured before the reset below
                 pred.reset()
             while G.done < steps:
                 G.make_room()
                 p0 = G.done
                 R = min(G.room(), self.block, steps - p0)
-                a, e = G.run(inputs[:, p0 : p0 + R])
+                a, e = G.run(inputs[:, p0 : p0 + R], self.block if self.be.pad_runs else 0)
                 a, e = a.reshape(L, R, -1), e.reshape(L, R, -1)
                 for i0 in range(0, R, per):
                     i1 = min(R, i0 + per)
@@ -318,9 +335,12 @@ class GroupRunner:
                     else:  # the predictors take the steps one by one
                         k = i1 - i0
                         self.e_z[:k], self.e_tg[:k] = z, tg
-                        self.e_i.zero_()
-                        for _ in range(k):
-                            step()
+                        if self.e_kern:  # all k steps in one launch
+                            self.e_kern.encode(self.e_z, self.e_tg, self.e_st, self.e_fr, k)
+                        else:
+                            self.e_i.zero_()
+                            for _ in range(k):
+                                step()
                         starts[p0 + i0 : p0 + i1], freqs[p0 + i0 : p0 + i1] = self.e_st[:k], self.e_fr[:k]
         st, fr = starts.cpu().numpy(), freqs.cpu().numpy()
         valid = np.arange(steps)[:, None] < counts[None, :]
@@ -340,8 +360,18 @@ class GroupRunner:
             self.e_z, self.e_tg, self.e_st, self.e_fr = z(per, L, self.w.n_vocab), z(per, L), z(per, L), z(per, L)
             self.e_i = z(1)
             self.e_pred = self._predictor(self.e_cap)
+            self.e_kern = self._bias_kernel(self.e_pred)
             self.e_graph = None
         return self.e_pred
+
+    def _bias_kernel(self, pred):
+        """The bias heads' fused step (predictors/bias_kernel.py) where it covers the
+        settings and the kernels run; None: Online's torch step."""
+        from ...predictors import bias_kernel
+
+        if pred is None or not self.be.kernels or not bias_kernel.covers(pred.cfg):
+            return None
+        return bias_kernel.BiasSteps(pred, self.table)
 
     def _code_step(self) -> None:
         z = self.e_z.index_select(0, self.e_i).squeeze(0)
@@ -388,7 +418,9 @@ class GroupRunner:
         self.d_words, self.d_x, self.d_ptr, self.d_cnt = z(L, self.wcap), z(L), z(L), z(L)
         self.d_tok, self.d_slot, self.d_pos, self.d_out = z(L), z(1), z(1), z(self.cap, L)
         self.d_lane = t.arange(L, device=dev)
+        self.d_sym, self.d_st, self.d_fr = z(L), z(L), z(L)
         self.d_pred = self._predictor(self.cap)
+        self.d_kern = self._bias_kernel(self.d_pred)
         self.graph = None
 
     def _decode_step(self) -> None:
@@ -399,6 +431,9 @@ class GroupRunner:
         pred = self.d_pred
         if pred is None:
             sym, start, freq = search_freqs_torch(freqs_torch(z, self.table), slot)
+        elif self.d_kern:
+            self.d_kern.decode(z.contiguous(), slot, self.d_sym, self.d_st, self.d_fr)
+            sym, start, freq = self.d_sym, self.d_st, self.d_fr
         else:
             pred.cheap()
             sym, start, freq = search_freqs_torch(pred.freqs(z), slot)

@@ -8,7 +8,9 @@ Two operations replace the float64 products of groups.py:
   lo = (a & 255) - 128, so a block's sum is 256 * (hi . q) + (lo . q) + 128 * sum(q):
   integers below 2**27 in int32. Each block's sum is scaled by d and the block's sum of
   activations by m in float64, integers below 2**53 (weights.py checks the bound), so
-  exact in any order. The weights stay int8 on the device (135 MB instead of 1 GB).
+  exact in any order. With few rows the inner dimension is cut among programs too, whose
+  sums are added into the result with int64 atomics: integers, so in any order. The
+  weights stay int8 on the device (135 MB instead of 1 GB).
 - `attention`: the integer softmax of forward.py over a window, in three kernels, one
   pass over the keys each (the maximum score, the sum of the weights, then the
   probabilities and their product with the values), so no score matrix is ever stored. Query and key mantissas
@@ -82,8 +84,8 @@ if triton is not None:
             m = tl.load(MN + b * N + rn, mask=ncol, other=0.0)
             acc += s.to(tl.float64) * d[None, :] + asum.to(tl.float64)[:, None] * m[None, :]
         out = rm[:, None] * N + rn[None, :]
-        if PARTIAL:  # float64 partial sums, exact integers: summed afterwards in any order
-            tl.store(Y + pk * M * N + out, acc, mask=mrow[:, None] & ncol[None, :])
+        if PARTIAL:  # a part of the inner dimension: its sum (an exact integer) added in, in any order
+            tl.atomic_add(Y + out, acc.to(tl.int64), mask=mrow[:, None] & ncol[None, :], sem="relaxed")
         else:
             tl.store(Y + out, acc.to(tl.int64), mask=mrow[:, None] & ncol[None, :])
 
@@ -128,13 +130,8 @@ def block_linear(a, W: BlockMatrix):
     BPK = triton.cdiv(blocks, SK)
     SK = triton.cdiv(blocks, BPK)
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN), SK)
-    if SK == 1:
-        y = torch.empty((M, N), dtype=torch.int64, device=a.device)
-        _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=False)
-    else:
-        part = torch.empty((SK, M, N), dtype=torch.float64, device=a.device)
-        _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, part, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=True)
-        y = part.sum(0).to(torch.int64)
+    y = (torch.empty if SK == 1 else torch.zeros)((M, N), dtype=torch.int64, device=a.device)
+    _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=SK > 1)
     return y
 
 
@@ -263,10 +260,40 @@ if triton is not None:
                 pp = ((p >> (7 * piece)) & 127).to(tl.int8)
                 part = tl.dot(pp, v_hi, out_dtype=tl.int32) * 64 + tl.dot(pp, v_lo, out_dtype=tl.int32)
                 acc += part << (7 * piece)
-        at = _part(sp, lh, i, RG)
-        tl.store(PV + at[:, None] * HD + dh[None, :], acc, mask=im[:, None])
+        # the splits' products (exact integers) added into the result in any order
+        tl.atomic_add(PV + (lh * RG + i[:, None]) * HD + dh[None, :], acc.to(tl.int64), mask=im[:, None],
+                      sem="relaxed")
         if sp == 0:
             tl.store(OE + lh * RG + i, em - PB, mask=im)  # the rows' common value exponent
+
+
+if triton is not None:
+
+    @triton.jit
+    def _store_kernel(KR, KE, VM, VE, LANE, SLOT, K, KEW, V, VEW, s_r, s_h, e_r, l_r, t_r, C, NKV: tl.constexpr,
+                      HD: tl.constexpr):
+        """One row's key and value of one kv head into its lane's window at its slot."""
+        r, h = tl.program_id(0), tl.program_id(1)
+        lane = tl.load(LANE + r * l_r)
+        slot = tl.load(SLOT + r * t_r)  # (strides: the decoder's slots are one value expanded)
+        dh = tl.arange(0, HD)
+        cell = (lane * NKV + h) * C + slot
+        tl.store(K + cell * HD + dh, tl.load(KR + r * s_r + h * s_h + dh).to(tl.int16))
+        tl.store(V + cell * HD + dh, tl.load(VM + r * s_r + h * s_h + dh).to(tl.int16))
+        tl.store(KEW + cell, tl.load(KE + r * e_r + h).to(tl.int32))
+        tl.store(VEW + cell, tl.load(VE + r * e_r + h).to(tl.int32))
+
+
+def store(K, KE, V, VE, lane, slot, kr, ke, vm, ve) -> None:
+    """Rows' keys and values (kr, vm [T, kv, hd], exponents ke, ve [T, kv]) into the
+    windows K, V [L, kv, C, hd] (int16) and KE, VE [L, kv, C] (int32) at (lane, slot):
+    one kernel for what indexed assignment does in eight."""
+    T, nkv, hd = kr.shape
+    C = K.shape[2]
+    if kr.stride() != vm.stride() or ke.stride() != ve.stride() or kr.stride(2) != 1 or ke.stride(1) != 1:
+        kr, vm, ke, ve = (x.contiguous() for x in (kr, vm, ke, ve))
+    _store_kernel[(T, nkv)](kr, ke, vm, ve, lane, slot, K, KE, V, VE, kr.stride(0), kr.stride(1), ke.stride(0),
+                            lane.stride(0), slot.stride(0), C, NKV=nkv, HD=hd)
 
 
 def _splits(programs: int, C: int, BN: int) -> int:
@@ -284,7 +311,7 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table):
 
     The keys are cut into S ranges, each its own program in every pass, so one lane's
     window still fills the GPU; each pass reads the partial maxima or sums of the one
-    before, and the values' partial products are summed at the end (all exact integers)."""
+    before, and the values' partial products are added into the result (exact integers)."""
     import torch
 
     L, nkv, C, hd = K.shape
@@ -301,12 +328,11 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table):
     grid = (L * nkv, tiles, S)
     mx = torch.empty((S, L * nkv * RG), dtype=torch.int64, device=dev)
     em, tot = torch.empty_like(mx), torch.empty_like(mx)
-    pv = torch.empty((S, L * nkv * RG, hd), dtype=torch.int32, device=dev)
+    pv = torch.zeros((L, nkv, RG, hd), dtype=torch.int64, device=dev)
     oe = torch.empty((L, nkv, RG), dtype=torch.int64, device=dev)
     c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1)
     _att_max[grid](q, qe, K, KE, VE, slot, mx, em, RG, R, C, CH, score, **c)
     _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, RG, R, C, CH, S, score, **c)
     _att_values[grid](q, qe, K, KE, V, VE, slot, table, mx, em, tot, pv, oe, RG, R, C, CH, S, score,
                       PB=spec.P_BITS, **c)
-    out = pv.sum(0, dtype=torch.int64) if S > 1 else pv[0].to(torch.int64)
-    return out.reshape(L, nkv, RG, hd), oe
+    return pv, oe
