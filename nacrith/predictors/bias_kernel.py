@@ -1,19 +1,20 @@
 """The bias heads' step (online.py) fused with the integer softmax and the coder's lookup,
-as one Triton kernel: the same integers as Online.freqs / update and quantize.freqs_fixed.
+as Triton kernels: the same integers as Online.freqs / update and quantize.freqs_fixed.
 
-On a GPU the predictors' step is hundreds of small kernels over [lanes, vocab] per token;
-the encoder takes thousands of steps one after another (each depends on the biases the
-last one learned). Here one program per lane walks through a whole piece of steps in
-one launch: per step four passes over the vocabulary (the biased logits and their
-maximum; the exp2 weights and their sum; the frequencies, the target's start and
-frequency; the biases' update). The decoder's variant searches the symbol whose
-interval holds the rANS slot in a fifth pass, before the update.
+On a GPU the predictors' step is hundreds of small kernels over [lanes, vocab] per token,
+and the encoder takes thousands of steps one after another (each depends on the biases
+the last one learned). Here a step is six launches, each over (lane, vocabulary tile):
+the biased logits; the exp2 weights; the frequencies; the coded interval (the decoder
+searches the symbol whose interval holds the rANS slot); the biases' update; the step's
+token kept as the next step's context. Each tile leaves its maximum, sums and most
+probable token in a small partials table that the next launch reduces per lane, so every
+integer is the same whatever the tiling. The encoder replays one captured step per token.
+(A first version ran one program per lane through all steps: two lanes kept two of the
+H200's 132 SMs busy, 57% of a compression's GPU time.)
 
 Only the predictor settings of the defaults are covered: the bias head and the context
-bias head, either or both (`covers`); the N-gram, match and mixer keep Online's torch
-code. A program's passes go through its own lane's rows only; a barrier separates them,
-so that every thread reads what the others wrote (the context table's slots move with
-the previous token).
+bias head, either or both (`covers`); the N-gram, match and mixer keep Online's torch code.
+The context table has 2^18 >= vocabulary slots per lane, so no two tokens share one.
 """
 
 from __future__ import annotations
@@ -27,118 +28,128 @@ try:
 except ImportError:  # pragma: no cover - Online's torch code is used instead
     triton = None
 
-BLOCK = 8192  # vocabulary entries per tile (SmolLM2: 6 tiles a pass)
+BLOCK = 1024  # vocabulary entries per program (SmolLM2: 48 tiles a lane)
+LOW = -(1 << 62)
 
 
 def covers(cfg) -> bool:
-    """Whether the kernel computes these predictors (the bias heads alone)."""
+    """Whether the kernels compute these predictors (the bias heads alone)."""
     return triton is not None and not (cfg.ngram or cfg.match_min or cfg.sse_rate or cfg.skip)
 
 
 if triton is not None:
+    LOW_ = tl.constexpr(LOW)
 
     @triton.jit
-    def _steps(Z, TG, SLOT, ST, FR, SYM, B, C, PREV, TABLE, SQ, SW, steps, L, V, lr, clr,
-               HAS_B: tl.constexpr, HAS_C: tl.constexpr, SEARCH: tl.constexpr, BLOCK: tl.constexpr,
-               CS: tl.constexpr, CAP: tl.constexpr, TOT: tl.constexpr, LOG2E: tl.constexpr,
-               LB: tl.constexpr, TB: tl.constexpr, MS: tl.constexpr):
-        lane = tl.program_id(0)
-        cols = tl.arange(0, BLOCK)
-        row = lane.to(tl.int64) * V
-        low = -(1 << 62)
-        for s in range(steps):
-            at = s * L + lane
-            z = Z + at.to(tl.int64) * V
-            prev = tl.load(PREV + lane)
-            h = ((13 ^ (prev + 1)) * 0x2545F491) & 0xFFFFFFFF
-            off = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
-            cbase = lane.to(tl.int64) * CS
-            # 1: the biased logits (kept in SQ) and their maximum
-            mx = tl.full([BLOCK], low, tl.int64)
-            for v0 in range(0, V, BLOCK):
-                v = v0 + cols
-                ok = v < V
-                q = tl.load(z + v, mask=ok, other=0)
-                if HAS_B:
-                    q += tl.load(B + row + v, mask=ok, other=0, cache_modifier=".cg")
-                if HAS_C:
-                    q += tl.load(C + cbase + ((off + v) & (CS - 1)), mask=ok, other=0, cache_modifier=".cg")
-                tl.store(SQ + row + v, q, mask=ok)
-                mx = tl.maximum(mx, tl.where(ok, q, low))
-            m = tl.max(mx, axis=0)
-            tl.debug_barrier()
-            # 2: the exp2 weights (kept in SW), their sum, the most probable token
-            wsum = tl.zeros([BLOCK], tl.int64)
-            tops = tl.full([BLOCK], V, tl.int64)
-            for v0 in range(0, V, BLOCK):
-                v = v0 + cols
-                ok = v < V
-                q = tl.load(SQ + row + v, mask=ok, other=0, cache_modifier=".cg")
-                e = ((m - q) * LOG2E) >> LB
-                whole = tl.minimum(tl.maximum(e >> LB, 0), MS)
-                w = tl.load(TABLE + ((e & ((1 << LB) - 1)) >> (LB - TB))) >> whole
-                w = tl.where(ok, w, 0)
-                tl.store(SW + row + v, w, mask=ok)
-                wsum += w
-                tops = tl.minimum(tops, tl.where(w == (1 << 30), v, V))
-            total = tl.sum(wsum, axis=0)
-            top = tl.min(tops, axis=0)
-            tl.debug_barrier()
-            # 3: the frequencies 1 + floor(w * (TOTAL - V) / total), their sum; the target's
-            fsum = tl.zeros([BLOCK], tl.int64)
-            if not SEARCH:
-                y = tl.load(TG + at)
-                below = tl.zeros([BLOCK], tl.int64)
-                fy = tl.zeros([BLOCK], tl.int64)
-            for v0 in range(0, V, BLOCK):
-                v = v0 + cols
-                ok = v < V
-                w = tl.load(SW + row + v, mask=ok, other=0, cache_modifier=".cg")
-                f = tl.where(ok, 1 + _fdiv(w * (TOT - V), total), 0)
-                fsum += f
-                if not SEARCH:
-                    below += tl.where(v < y, f, 0)
-                    fy += tl.where(v == y, f, 0)
-            rest = TOT - tl.sum(fsum, axis=0)  # to the most probable token
-            if SEARCH:  # 3b: the symbol whose interval holds the slot (slot < TOTAL: one does)
-                slot = tl.load(SLOT + lane)
-                base = tl.sum(tl.zeros([BLOCK], tl.int64), axis=0)
-                y, start, freq, found = base, base, base, base
-                for v0 in range(0, V, BLOCK):
-                    v = v0 + cols
-                    ok = v < V
-                    w = tl.load(SW + row + v, mask=ok, other=0, cache_modifier=".cg")
-                    f = tl.where(ok, 1 + _fdiv(w * (TOT - V), total) + tl.where(v == top, rest, 0), 0)
-                    hit = tl.min(tl.where(ok & (base + tl.cumsum(f, axis=0) > slot), v, V), axis=0)
-                    take = (found == 0) & (hit < V)
-                    y = tl.where(take, hit, y)
-                    start = tl.where(take, base + tl.sum(tl.where(v < hit, f, 0), axis=0), start)
-                    freq = tl.where(take, tl.sum(tl.where(v == hit, f, 0), axis=0), freq)
-                    found = tl.where(take, 1, found)
-                    base += tl.sum(f, axis=0)
-                tl.store(SYM + at, y)
-            else:
-                start = tl.sum(below, axis=0) + tl.where(top < y, rest, 0)
-                freq = tl.sum(fy, axis=0) + tl.where(top == y, rest, 0)
-            tl.store(ST + at, start)
-            tl.store(FR + at, freq)
-            # 4: one gradient step of each bias head: bias -= lr * p, bias[y] += lr
-            for v0 in range(0, V, BLOCK):
-                v = v0 + cols
-                ok = v < V
-                w = tl.load(SW + row + v, mask=ok, other=0, cache_modifier=".cg")
-                f = 1 + _fdiv(w * (TOT - V), total) + tl.where(v == top, rest, 0)
-                if HAS_B:
-                    b = tl.load(B + row + v, mask=ok, other=0, cache_modifier=".cg")
-                    b = b - ((f * lr) >> 24) + tl.where(v == y, lr, 0)
-                    tl.store(B + row + v, tl.minimum(tl.maximum(b, -CAP), CAP), mask=ok)
-                if HAS_C:
-                    ci = C + cbase + ((off + v) & (CS - 1))
-                    c = tl.load(ci, mask=ok, other=0, cache_modifier=".cg")
-                    c = c - ((f * clr) >> 24) + tl.where(v == y, clr, 0)
-                    tl.store(ci, tl.minimum(tl.maximum(c, -CAP), CAP), mask=ok)
-            tl.store(PREV + lane, y)
-            tl.debug_barrier()
+    def _where(S, PREV, V, CS: tl.constexpr, BLOCK: tl.constexpr):
+        """This program's lane, step, vocabulary entries and their context-table slots."""
+        lane, tile = tl.program_id(0), tl.program_id(1)
+        v = tile * BLOCK + tl.arange(0, BLOCK)
+        prev = tl.load(PREV + lane)
+        h = ((13 ^ (prev + 1)) * 0x2545F491) & 0xFFFFFFFF
+        off = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+        cslot = lane.to(tl.int64) * CS + ((off + v) & (CS - 1))
+        return lane, tile, tl.load(S), v, v < V, lane.to(tl.int64) * V + v, cslot
+
+    @triton.jit
+    def _logits(Z, S, PREV, B, C, SQ, PM, L, V, P, HAS_B: tl.constexpr, HAS_C: tl.constexpr,
+                CS: tl.constexpr, BLOCK: tl.constexpr):
+        lane, tile, s, v, ok, at, cslot = _where(S, PREV, V, CS, BLOCK)
+        q = tl.load(Z + (s * L + lane).to(tl.int64) * V + v, mask=ok, other=0)
+        if HAS_B:
+            q += tl.load(B + at, mask=ok, other=0)
+        if HAS_C:
+            q += tl.load(C + cslot, mask=ok, other=0)
+        tl.store(SQ + at, q, mask=ok)
+        tl.store(PM + lane * P + tile, tl.max(tl.where(ok, q, LOW_), axis=0))
+
+    @triton.jit
+    def _weights(S, PREV, SQ, SW, PM, PW, PT, TABLE, V, P, PB: tl.constexpr, CS: tl.constexpr,
+                 BLOCK: tl.constexpr, LOG2E: tl.constexpr, LB: tl.constexpr, TB: tl.constexpr,
+                 MS: tl.constexpr):
+        lane, tile, s, v, ok, at, cslot = _where(S, PREV, V, CS, BLOCK)
+        ps = tl.arange(0, PB)
+        m = tl.max(tl.load(PM + lane * P + ps, mask=ps < P, other=LOW_), axis=0)
+        q = tl.load(SQ + at, mask=ok, other=0)
+        e = ((m - q) * LOG2E) >> LB
+        whole = tl.minimum(tl.maximum(e >> LB, 0), MS)
+        w = tl.load(TABLE + ((e & ((1 << LB) - 1)) >> (LB - TB))) >> whole
+        w = tl.where(ok, w, 0)
+        tl.store(SW + at, w, mask=ok)
+        tl.store(PW + lane * P + tile, tl.sum(w, axis=0))
+        tl.store(PT + lane * P + tile, tl.min(tl.where(ok & (w == (1 << 30)), v, V), axis=0))
+
+    @triton.jit
+    def _freqs(S, PREV, SW, SF, PW, PF, V, P, PB: tl.constexpr, CS: tl.constexpr,
+               BLOCK: tl.constexpr, TOT: tl.constexpr):
+        """1 + floor(w * (TOTAL - V) / total); the rest goes to the most probable token."""
+        lane, tile, s, v, ok, at, cslot = _where(S, PREV, V, CS, BLOCK)
+        ps = tl.arange(0, PB)
+        total = tl.sum(tl.load(PW + lane * P + ps, mask=ps < P, other=0), axis=0)
+        w = tl.load(SW + at, mask=ok, other=0)
+        f = tl.where(ok, 1 + _fdiv(w * (TOT - V), total), 0)
+        tl.store(SF + at, f, mask=ok)
+        tl.store(PF + lane * P + tile, tl.sum(f, axis=0))
+
+    @triton.jit
+    def _rest(lane, tile, v, ok, at, SF, PF, PT, V, P, PB: tl.constexpr, TOT: tl.constexpr, BLOCK: tl.constexpr):
+        """This tile's frequencies with the rest added, and the frequencies of all tiles before it."""
+        ps = tl.arange(0, PB)
+        pf = tl.load(PF + lane * P + ps, mask=ps < P, other=0)
+        top = tl.min(tl.load(PT + lane * P + ps, mask=ps < P, other=V), axis=0)
+        rest = TOT - tl.sum(pf, axis=0)
+        f = tl.load(SF + at, mask=ok, other=0) + tl.where(v == top, rest, 0)
+        base = tl.sum(tl.where(ps < tile, pf, 0), axis=0) + tl.where(top < tile * BLOCK, rest, 0)
+        return f, base
+
+    @triton.jit
+    def _interval(S, PREV, TG, SLOT, SYM, ST, FR, SF, PF, PT, L, V, P, PB: tl.constexpr,
+                  CS: tl.constexpr, BLOCK: tl.constexpr, TOT: tl.constexpr, SEARCH: tl.constexpr):
+        """The target's (start, freq); or the symbol whose interval holds the slot (slot <
+        TOTAL: exactly one tile holds it), and its (start, freq)."""
+        lane, tile, s, v, ok, at, cslot = _where(S, PREV, V, CS, BLOCK)
+        f, base = _rest(lane, tile, v, ok, at, SF, PF, PT, V, P, PB, TOT, BLOCK)
+        k = s * L + lane
+        ends = base + tl.cumsum(f, axis=0)
+        if SEARCH:
+            slot = tl.load(SLOT + lane)
+            if (base <= slot) & (slot < base + tl.sum(f, axis=0)):
+                y = tl.min(tl.where(ok & (ends > slot), v, V), axis=0)
+                tl.store(SYM + k, y)
+                tl.store(ST + k, tl.sum(tl.where(v == y, ends - f, 0), axis=0))
+                tl.store(FR + k, tl.sum(tl.where(v == y, f, 0), axis=0))
+        else:
+            y = tl.load(TG + k)
+            if y // BLOCK == tile:
+                tl.store(ST + k, tl.sum(tl.where(v == y, ends - f, 0), axis=0))
+                tl.store(FR + k, tl.sum(tl.where(v == y, f, 0), axis=0))
+
+    @triton.jit
+    def _learn(S, PREV, TG, SYM, B, C, SF, PF, PT, L, V, P, lr, clr, PB: tl.constexpr,
+               HAS_B: tl.constexpr, HAS_C: tl.constexpr, CS: tl.constexpr, BLOCK: tl.constexpr,
+               TOT: tl.constexpr, CAP: tl.constexpr, SEARCH: tl.constexpr):
+        """One gradient step of each bias head: bias -= lr * p, bias[y] += lr, clipped."""
+        lane, tile, s, v, ok, at, cslot = _where(S, PREV, V, CS, BLOCK)
+        f, base = _rest(lane, tile, v, ok, at, SF, PF, PT, V, P, PB, TOT, BLOCK)
+        y = tl.load((SYM if SEARCH else TG) + s * L + lane)
+        if HAS_B:
+            b = tl.load(B + at, mask=ok, other=0)
+            b = b - ((f * lr) >> 24) + tl.where(v == y, lr, 0)
+            tl.store(B + at, tl.minimum(tl.maximum(b, -CAP), CAP), mask=ok)
+        if HAS_C:
+            c = tl.load(C + cslot, mask=ok, other=0)
+            c = c - ((f * clr) >> 24) + tl.where(v == y, clr, 0)
+            tl.store(C + cslot, tl.minimum(tl.maximum(c, -CAP), CAP), mask=ok)
+
+    @triton.jit
+    def _next(S, PREV, TG, SYM, L, LB_: tl.constexpr, SEARCH: tl.constexpr, ADVANCE: tl.constexpr):
+        """The step's tokens become the next step's context; the step index moves on."""
+        lanes = tl.arange(0, LB_)
+        s = tl.load(S)
+        y = tl.load((SYM if SEARCH else TG) + s * L + lanes, mask=lanes < L)
+        tl.store(PREV + lanes, y, mask=lanes < L)
+        if ADVANCE:
+            tl.store(S, s + 1)
 
     @triton.jit
     def _fdiv(num, den):
@@ -150,44 +161,80 @@ if triton is not None:
 
 
 class BiasSteps:
-    """The kernel's view of an Online (bias heads only): its tensors are read and updated
+    """The kernels' view of an Online (bias heads only): its tensors are read and updated
     in place, so the object stays what Online's own step would have left."""
 
     def __init__(self, pred, table):
         import torch
 
-        if not covers(pred.cfg):
-            raise ValueError("the kernel covers the bias heads alone")
+        if not covers(pred.cfg) or pred.V > 1 << CTX_BIAS_BITS:
+            raise ValueError("the kernels cover the bias heads alone, vocabularies up to 2^18")
         self.p, self.t, self.table = pred, torch, table
         L, V = pred.L, pred.V
         dev = pred.t.device
-        self.sq = torch.empty((L, V), dtype=torch.int64, device=dev)
-        self.sw = torch.empty_like(self.sq)
-        self.none = torch.zeros(1, dtype=torch.int64, device=dev)
+        self.P = triton.cdiv(V, BLOCK)
+        z = lambda *shape: torch.zeros(shape, dtype=torch.int64, device=dev)  # noqa: E731
+        self.sq, self.sw, self.sf = z(L, V), z(L, V), z(L, V)
+        self.pm, self.pw, self.pt, self.pf = (z(L, self.P) for _ in range(4))
+        self.s, self.zero, self.none = z(1), z(1), z(1)
+        self.graphs = {}  # the encoder's captured step, by its tensors
 
-    def _launch(self, z, tg, slot, st, fr, sym, steps: int, search: bool) -> None:
+    def _step(self, z, tg, slot, st, fr, sym, s, search: bool) -> None:
         p = self.p
-        cfg = p.cfg
+        cfg, L, V, P = p.cfg, p.L, p.V, self.P
         prev = p.recent[:, -1]  # the previous token (width 1: no N-gram or match)
         if not prev.is_contiguous():
             raise ValueError("the previous tokens must be one contiguous column")
         b = p.bias if p.bias is not None else self.none
         c = p.ctxb if p.ctxb is not None else self.none
-        _steps[(p.L,)](z, tg, slot, st, fr, sym, b, c, prev, self.table, self.sq, self.sw, steps, p.L, p.V,
-                       cfg.bias_lr, cfg.ctx_bias, HAS_B=p.bias is not None, HAS_C=p.ctxb is not None,
-                       SEARCH=search, BLOCK=BLOCK, CS=1 << CTX_BIAS_BITS, CAP=BIAS_CAP, TOT=TOTAL,
-                       LOG2E=LOG2E_FIX, LB=LOGIT_BITS, TB=TABLE_BITS, MS=MAX_SHIFT, num_warps=16)
-        p.t += steps
+        heads = dict(HAS_B=p.bias is not None, HAS_C=p.ctxb is not None)
+        k = dict(CS=1 << CTX_BIAS_BITS, BLOCK=BLOCK, num_warps=4)
+        pb = triton.next_power_of_2(P)
+        grid = (L, P)
+        _logits[grid](z, s, prev, b, c, self.sq, self.pm, L, V, P, **heads, **k)
+        _weights[grid](s, prev, self.sq, self.sw, self.pm, self.pw, self.pt, self.table, V, P, PB=pb,
+                       LOG2E=LOG2E_FIX, LB=LOGIT_BITS, TB=TABLE_BITS, MS=MAX_SHIFT, **k)
+        _freqs[grid](s, prev, self.sw, self.sf, self.pw, self.pf, V, P, PB=pb, TOT=TOTAL, **k)
+        _interval[grid](s, prev, tg, slot, sym, st, fr, self.sf, self.pf, self.pt, L, V, P, PB=pb,
+                        TOT=TOTAL, SEARCH=search, **k)
+        _learn[grid](s, prev, tg, sym, b, c, self.sf, self.pf, self.pt, L, V, P, cfg.bias_lr, cfg.ctx_bias,
+                     PB=pb, TOT=TOTAL, CAP=BIAS_CAP, SEARCH=search, **heads, **k)
+        _next[(1,)](s, prev, tg, sym, L, LB_=triton.next_power_of_2(L), SEARCH=search,
+                    ADVANCE=s is self.s)
+
+    def _encode_step(self, z, tg, st, fr):
+        """One encoder step as a callable: on a GPU a captured graph (its first run compiles
+        the kernels; the heads' state is put back before capturing)."""
+        step = lambda: self._step(z, tg, self.none, st, fr, self.none, self.s, False)  # noqa: E731
+        if z.device.type != "cuda":
+            return step
+        key = tuple(x.data_ptr() for x in (z, tg, st, fr))
+        if key not in self.graphs:
+            torch, p = self.t, self.p
+            saved = [x.clone() for x in (p.bias, p.ctxb, p.recent) if x is not None]
+            self.s.zero_()
+            step()
+            for x, y in zip([x for x in (p.bias, p.ctxb, p.recent) if x is not None], saved):
+                x.copy_(y)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                step()
+            self.graphs[key] = g.replay
+        return self.graphs[key]
 
     def encode(self, z, targets, starts, freqs, steps: int) -> None:
         """z [>= steps, L, V] int64 logits, targets [>= steps, L]: (start, freq) of each
         step's target into starts, freqs [>= steps, L], the heads learning as they go."""
-        n = self.none
-        self._launch(z, targets, n, starts, freqs, n, steps, False)
+        step = self._encode_step(z, targets, starts, freqs)
+        self.s.zero_()
+        for _ in range(steps):
+            step()
+        self.p.t += steps
 
     def decode(self, z, slots, sym, starts, freqs) -> None:
         """One step: z [L, V] logits, slots [L] -> the symbols, their starts and frequencies."""
-        self._launch(z, self.none, slots, starts, freqs, sym, 1, True)
+        self._step(z, self.none, slots, starts, freqs, sym, self.zero, True)
+        self.p.t += 1
 
 
-assert _M32 == 0xFFFFFFFF and _HASH_MUL == 0x2545F491 and _MIX_MUL == 0x45D9F3B  # the kernel's literals
+assert _M32 == 0xFFFFFFFF and _HASH_MUL == 0x2545F491 and _MIX_MUL == 0x45D9F3B  # the kernels' literals
