@@ -335,7 +335,7 @@ class GroupRunner:
                     else:  # the predictors take the steps one by one
                         k = i1 - i0
                         self.e_z[:k], self.e_tg[:k] = z, tg
-                        if self.e_kern:  # all k steps in one launch
+                        if self.e_kern:  # k steps, one captured step replayed each
                             self.e_kern.encode(self.e_z, self.e_tg, self.e_st, self.e_fr, k)
                         else:
                             self.e_i.zero_()
