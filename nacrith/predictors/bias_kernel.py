@@ -176,7 +176,7 @@ class BiasSteps:
         z = lambda *shape: torch.zeros(shape, dtype=torch.int64, device=dev)  # noqa: E731
         self.sq, self.sw, self.sf = z(L, V), z(L, V), z(L, V)
         self.pm, self.pw, self.pt, self.pf = (z(L, self.P) for _ in range(4))
-        self.s, self.zero, self.none = z(1), z(1), z(1)
+        self.s, self.none = z(1), z(1)  # the encoder's step index; a zero for what a launch does not use
         self.graphs = {}  # the encoder's captured step, by its tensors
 
     def _step(self, z, tg, slot, st, fr, sym, s, search: bool) -> None:
@@ -211,10 +211,11 @@ class BiasSteps:
         key = tuple(x.data_ptr() for x in (z, tg, st, fr))
         if key not in self.graphs:
             torch, p = self.t, self.p
-            saved = [x.clone() for x in (p.bias, p.ctxb, p.recent) if x is not None]
+            state = [x for x in (p.bias, p.ctxb, p.recent) if x is not None]
+            saved = [x.clone() for x in state]
             self.s.zero_()
             step()
-            for x, y in zip([x for x in (p.bias, p.ctxb, p.recent) if x is not None], saved):
+            for x, y in zip(state, saved):
                 x.copy_(y)
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):
@@ -233,7 +234,7 @@ class BiasSteps:
 
     def decode(self, z, slots, sym, starts, freqs) -> None:
         """One step: z [L, V] logits, slots [L] -> the symbols, their starts and frequencies."""
-        self._step(z, self.none, slots, starts, freqs, sym, self.zero, True)
+        self._step(z, self.none, slots, starts, freqs, sym, self.none, True)  # step 0, never advanced
         self.p.t += 1
 
 
