@@ -44,12 +44,14 @@ def level_settings(level: int | None) -> dict[str, int]:
 
 
 def matching_level(header_fields: dict[str, int], engine: str) -> int | None:
-    """The level whose settings, on `engine`, a frame header stores; None if none does."""
+    """The level whose settings, on `engine`, a frame header stores; None if none does.
+    Balanced chunks or not (files made before the setting) match either way."""
     from .api import settings_for
 
+    plain = lambda f: {k: v for k, v in f.items() if k != "balance"}  # noqa: E731
     for level in LEVELS:
         try:
-            if settings_for(engine, level=level).header_fields() == header_fields:
+            if plain(settings_for(engine, level=level).header_fields()) == plain(header_fields):
                 return level
         except ValueError:
             continue

@@ -24,7 +24,7 @@ ENGINES = {v: k for k, v in SCHEDULES.items()}
 MAX_CACHE_CELLS = 65536
 # Settings added later, and their value in files written before them.
 OPTIONAL = {"chunk_tokens": 0, "bias_lr": 0, "ngram": 0, "match_min": 0, "table_bits": 16, "sse_rate": 0,
-            "skip": 0, "online": 0, "reflow": 0, "ctx_bias": 0}
+            "skip": 0, "online": 0, "reflow": 0, "ctx_bias": 0, "balance": 0}
 # Version of the online predictors' algorithm (predictors/online.py): any change to
 # it that changes the integers they produce takes a new number.
 ONLINE_VERSION = 1
@@ -58,6 +58,10 @@ class Settings:
     reflow: int = REFLOW_VERSION
     # context bias head (predictors/online.py): on by default, -0.3% on alice29 (README)
     ctx_bias: int = 10000
+    # 1: a frame's chunks share its bytes evenly (chunking.py), so the longest chunk, which
+    # sets the decoder's time, is as short as the chunk count allows; 0: each chunk takes
+    # chunk_bytes and the last the rest (files made before the setting)
+    balance: int = 1
 
     def __post_init__(self) -> None:
         # the version follows from the predictor settings, validated or not (NC06 writes
@@ -88,6 +92,8 @@ class Settings:
             raise ValueError("the LLM skip runs on the llama.cpp engine only")
         if self.skip and self.slide <= MAX_SKIP:
             raise ValueError(f"with skip on, slide must exceed {MAX_SKIP}")
+        if self.balance not in (0, 1):
+            raise ValueError("balance must be 0 or 1")
         if self.chunk_tokens and not 16 <= self.chunk_tokens <= 1 << 22:
             raise ValueError("chunk_tokens must be 0 or between 16 and 4194304")
         if not 16 <= self.context <= 32768:

@@ -8,12 +8,13 @@ from pathlib import Path
 import nacrith
 
 DATA = Path(__file__).parent / "data"
-SETTINGS = dict(context=64, slide=16, chunk_bytes=256, lanes=2)
+# balance=0: every golden file was made before balanced chunks (settings.balance)
+SETTINGS = dict(context=64, slide=16, chunk_bytes=256, lanes=2, balance=0)
 # golden-online.nc: the online predictors' integers (settings' online version 1)
 ONLINE = dict(SETTINGS, chunk_bytes=1024, bias_lr=2000, ngram=4, match_min=4, table_bits=10, sse_rate=3000)
 # golden-int.nc, golden-int06.nc: the integer engine (its defaults: both bias heads, unwrapping);
 # chunks of 300 bytes and a 64-token window that slides
-INT = dict(engine="int", context=64, slide=16, chunk_bytes=300)
+INT = dict(engine="int", context=64, slide=16, chunk_bytes=300, balance=0)
 
 def golden06_input() -> bytes:
     """Latin-1 text, a binary run and UTF-8 text: LLM and binary segments in one frame."""

@@ -74,6 +74,7 @@ SETTING_IDS = {
     "online": 16,
     "reflow": 17,
     "ctx_bias": 18,
+    "balance": 19,
 }
 SETTING_NAMES = {v: k for k, v in SETTING_IDS.items()}
 

@@ -222,7 +222,7 @@ def encode_frame(lm, settings: Settings, raw: bytes, offset: int = 0, progress=N
     if settings.chunk_tokens:
         chunks, tokens = token_chunks(lm.model, raw, settings.chunk_tokens, offset)
     else:
-        cuts = split_chunks(raw, settings.chunk_bytes)
+        cuts = split_chunks(raw, settings.chunk_bytes, bool(settings.balance))
         chunks = [raw[a:b] for a, b in cuts]
         tokens = tokenize_chunks(lm.model, chunks, [offset + a for a, _ in cuts])
     plans = unwrap(lm, settings, chunks, tokens)

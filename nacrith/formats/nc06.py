@@ -93,7 +93,7 @@ def _hybrid(lm, settings: Settings, raw: bytes, segs, progress, final: bool) -> 
             parts += [(True, c) for c in chunks]
             tokens += toks
         else:
-            chunks = [raw[a + x : a + y] for x, y in split_chunks(raw[a:b], settings.chunk_bytes)]
+            chunks = [raw[a + x : a + y] for x, y in split_chunks(raw[a:b], settings.chunk_bytes, bool(settings.balance))]
             parts += [(True, c) for c in chunks]
             tokens += map_threads(lambda c: tokenize_any(lm.model, c), [(c,) for c in chunks])
     texts = [p for t, p in parts if t]

@@ -25,7 +25,7 @@ import numpy as np
 from ...codec import rans
 from ...codec.quantize import PRECISION, lookup_freqs_torch, search_freqs_torch, freqs_torch, table_torch
 from ...predictors.online import Online
-from . import kernels, spec
+from . import kernels, rows, spec
 from .forward import (qkv_split, quantise_groups, resid_norm, rmsnorm, rope_rows, rotate, score_bits, shift,
                       softmax_p, swiglu)
 from ..torch_float.groups import groups  # noqa: F401 (the same cut into groups as the torch engine)
@@ -58,12 +58,17 @@ class GroupBackend(TorchBackend):
             torch._dynamo.config.accumulated_recompile_limit = 4096
             _persistent_compile_cache()
         self.compile_runs = mode in ("all", "always")
-        self.pad_runs = fuse is not None and self.compile_runs  # runs of `block` rows (Group.run)
         self.block = 0  # rows per lane of the encoder's runs (set by GroupRunner)
         # With the Triton kernels (kernels.py) the weights stay int8 blocks and the keys and
         # values int16. Without, both are float64 holding the same integers: the float64
         # products read them as they are, with no conversion of the window at every step.
         self.kernels = kernels.available(torch.device(device))
+        # ... and the row stages are rows.py's kernels (NACRITH_ROW_KERNELS=0: the compiled
+        # stages, for comparison): nothing per layer is compiled, so runs need no padding
+        self.row_kernels = self.kernels and os.environ.get("NACRITH_ROW_KERNELS", "1") != "0"
+        self.pad_runs = fuse is not None and self.compile_runs and not self.row_kernels  # Group.run
+        self._small = {}  # rows.py's buffers of calls of few rows (_buffers)
+        self._dirty = False
         kv = None if self.kernels else torch.float64
         super().__init__(w, lanes, context, device, fuse, kv_dtype=kv)
         t = self.t
@@ -104,7 +109,9 @@ class GroupBackend(TorchBackend):
     def hidden(self, tokens, lane, slot, pos):
         """Forward.hidden's steps, with each layer in two stages (the products, and the
         elementwise work around them), so that a compiled stage is a handful of kernels
-        and serves every layer."""
+        and serves every layer; or in twelve launches (row_kernels: _hidden_rows)."""
+        if self.row_kernels:
+            return self._hidden_rows(tokens, lane, slot, pos)
         o, w, F, c = self.ops, self.w, self.fwd, self.cache
         fused = self._fused(tokens.shape[0])
         pre, post = (self.f_pre, self.f_post) if fused else (layer_in, layer_out)
@@ -123,6 +130,65 @@ class GroupBackend(TorchBackend):
                            m("o"), m("ffn_up"), m("ffn_down"), fn, fns, gn, gns, w.dim, F.eps,
                            w.score, F.exp2)
         return a, e
+
+    def _buffers(self, T: int) -> dict:
+        """Buffers of a T-row call. Few rows (a decoder step, captured in a CUDA graph): kept,
+        zeroed once, and zeroed again by the row stage that reads each (so the products'
+        cut sums and attention's values start from zeros); more rows: made for the call."""
+        t, w, L = self.t, self.w, self.cache.lanes
+        small = T <= 32
+        if small and T in self._small:
+            b = self._small[T]
+            if self._dirty:  # an earlier call stopped between a product and its reader
+                for x in b.values():
+                    x.zero_()
+            return b
+        hd, nh, nkv = w.head_dim, w.n_head, w.n_kv
+        ff = self.mats[0, "ffn_up"].q.shape[1]
+        z = lambda *shape, dt=t.int64: t.zeros(shape, dtype=dt, device=self.dev)  # noqa: E731
+        b = dict(qkv=z(T, (nh + 2 * nkv) * hd), o=z(T, w.dim), up=z(T, ff), down=z(T, w.dim),
+                 pv=z(L, nkv, T // L * (nh // nkv), hd), q=z(L, nkv, T // L * (nh // nkv), hd, dt=t.int32),
+                 qe=z(L, nkv, T // L * (nh // nkv)), a=z(T, w.dim, dt=t.int32), af=z(T, ff // 2, dt=t.int32),
+                 ae=z(T))
+        if small:
+            self._small[T] = b
+        return b
+
+    def _hidden_rows(self, tokens, lane, slot, pos):
+        """hidden's integers in twelve launches a layer (rows.py): the four products, the
+        split of the qkv rows with the key/value store, attention's three passes, the
+        merge of its heads, the two residual norms and the gated unit."""
+        w, F, c, M = self.w, self.fwd, self.cache, self.mats
+        T = tokens.shape[0]
+        R = T // c.lanes
+        b = self._buffers(T)
+        self._dirty = True
+        clear = T <= 32
+        cut = lambda li, name: clear and kernels.cuts(T, M[li, name])  # noqa: E731
+        slot = slot.contiguous()
+        h = shift(self.ops, self.embed(tokens), F._embed_shift).contiguous()
+        cos, sin = rows.rope(F.rope, pos)
+        a, af, ae = b["a"], b["af"], b["ae"]
+        an, ans = F.gam[0][:2]
+        rows.resid_norm(h, None, None, a, ae, an, ans, F.eps)
+        for li in range(w.n_layer):
+            fn, fns = F.gam[li][2:]
+            gn, gns = F.gam[li + 1][:2] if li + 1 < w.n_layer else F.out_norm
+            y = kernels.block_linear(a, M[li, "qkv"], b["qkv"])
+            rows.qkv(y, ae, cos, sin, lane, slot, b["q"], b["qe"], c.k[li], c.ke[li], c.v[li], c.ve[li],
+                     c.bos[li], R, w.n_head, w.n_kv, cut(li, "qkv"))
+            pv = b["pv"] if clear else self.t.zeros_like(b["pv"])
+            pv, oe = kernels.attention(b["q"], b["qe"], c.k[li], c.v[li], c.ke[li], c.ve[li], slot, R, w.score,
+                                       F.exp2, pv)
+            rows.merge(pv, oe, a, ae, R, w.n_head, clear)
+            y = kernels.block_linear(a, M[li, "o"], b["o"])
+            rows.resid_norm(h, y, ae, a, ae, fn, fns, F.eps, cut(li, "o"))
+            y = kernels.block_linear(a, M[li, "ffn_up"], b["up"])
+            rows.swiglu(y, ae, af, ae, F.exp2, cut(li, "ffn_up"))
+            y = kernels.block_linear(af, M[li, "ffn_down"], b["down"])
+            rows.resid_norm(h, y, ae, a, ae, gn, gns, F.eps, cut(li, "ffn_down"))
+        self._dirty = False
+        return a, ae[:, None]
 
     def logits(self, a, e):
         fn = self.f_logits if self._fused(a.shape[0]) else final_logits

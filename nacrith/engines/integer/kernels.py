@@ -111,8 +111,32 @@ class BlockMatrix(NamedTuple):
         return cls(dev(bw.q.T), dev(qs.T), dev(bw.d.T.astype(np.float64)), dev(bw.m.T.astype(np.float64)))
 
 
-def block_linear(a, W: BlockMatrix):
-    """a [M, K] (int16 values, any integer dtype) @ W -> int64 [M, N], exactly."""
+def _tiles(M: int, N: int) -> tuple[int, int]:
+    BM = 16 if M <= 16 else (32 if M <= 32 else 64)
+    BN = 32 if M <= 32 else 128
+    return BM, BN
+
+
+def _inner_cuts(M: int, N: int, blocks: int) -> int:
+    """Programs the inner dimension's `blocks` blocks of 32 are cut among: few rows (the
+    decoder's steps) cut it, so that a narrow product still runs on every SM; its partial
+    sums are exact (below 2**53) and added with atomics into a zeroed result."""
+    if M > 32:
+        return 1
+    BM, BN = _tiles(M, N)
+    tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
+    SK = max(1, min(blocks // 2, triton.cdiv(1024, tiles)))
+    return triton.cdiv(blocks, triton.cdiv(blocks, SK))
+
+
+def cuts(M: int, W: BlockMatrix) -> bool:
+    """Whether block_linear of M rows adds its result into a zeroed buffer."""
+    return _inner_cuts(M, W.q.shape[1], W.q.shape[0] // 32) > 1
+
+
+def block_linear(a, W: BlockMatrix, out=None):
+    """a [M, K] (int16 values, any integer dtype) @ W -> int64 [M, N], exactly. out, where
+    given, is the result's buffer, all zeros where the inner dimension is cut (`cuts`)."""
     import torch
 
     M, K = a.shape
@@ -120,17 +144,13 @@ def block_linear(a, W: BlockMatrix):
     if K != W.q.shape[0]:
         raise ValueError("inner dimensions differ")
     a = a.to(torch.int32).contiguous()
-    BM = 16 if M <= 16 else (32 if M <= 32 else 64)
-    BN = 32 if M <= 32 else 128
-    tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
+    BM, BN = _tiles(M, N)
     blocks = K // 32
-    # few rows (the decoder's steps): the inner dimension is cut too, so that a narrow
-    # product still runs on every SM; its partial sums are exact (below 2**53)
-    SK = max(1, min(blocks // 2, triton.cdiv(1024, tiles))) if M <= 32 else 1
+    SK = _inner_cuts(M, N, blocks)
     BPK = triton.cdiv(blocks, SK)
-    SK = triton.cdiv(blocks, BPK)
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN), SK)
-    y = (torch.empty if SK == 1 else torch.zeros)((M, N), dtype=torch.int64, device=a.device)
+    y = out if out is not None else (torch.empty if SK == 1 else torch.zeros)((M, N), dtype=torch.int64,
+                                                                            device=a.device)
     _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=SK > 1)
     return y
 
@@ -204,6 +224,16 @@ if triton is not None:
         tl.store(EM + at, em, mask=im)
 
     @triton.jit
+    def _quotient(num, den, inv):
+        """floor(num / den) for 0 <= num < 2**53, den >= 1 and num / den <= 2**16 (the
+        probabilities): the float64 quotient is within 2**-36 of the exact one, so its
+        floor is off by at most one, which the remainder corrects. An int64 division
+        per key and row was most of the values pass."""
+        q = (num.to(tl.float64) * inv).to(tl.int64)
+        r = num - q * den
+        return q + (r >= den).to(tl.int64) - (r < 0).to(tl.int64)
+
+    @triton.jit
     def _reduced(P, lh, i, im, RG, S, start, MAXIMUM: tl.constexpr):
         """The maximum (or sum) over the S splits' partial values of each row."""
         acc = tl.full(i.shape, start, tl.int64)
@@ -241,6 +271,7 @@ if triton is not None:
         mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), True)
         em = _reduced(EM, lh, i, im, RG, S, -(1 << 40), True)
         total = tl.maximum(_reduced(TOT, lh, i, im, RG, S, 0, False), 1)  # 0 only for rows past the run
+        inv = 1.0 / total.to(tl.float64)
         base = lh * C
         end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)
         dh = tl.arange(0, HD)
@@ -250,7 +281,7 @@ if triton is not None:
             jm = j < end
             masked = j[None, :] > slot[:, None]
             bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
-            p = (_weights(bits, mx, masked, TABLE) << PB) // total[:, None]
+            p = _quotient(_weights(bits, mx, masked, TABLE) << PB, total[:, None], inv[:, None])
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             p = (p >> tl.minimum(tl.maximum(em[:, None] - ve[None, :], 0), 62)).to(tl.int32)
             v = tl.load(V + (base + j[:, None]) * HD + dh[None, :], mask=jm[:, None], other=0).to(tl.int32)
@@ -303,7 +334,7 @@ def _splits(programs: int, C: int, BN: int) -> int:
     return max(1, min(triton.cdiv(C, BN), triton.cdiv(2048, programs)))
 
 
-def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table):
+def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
     """groups.attention's integers for rows head-major: q [L, kv, RG, hd] (RG = R steps x
     the kv head's query heads), qe [L, kv, RG], every lane at the same slots (`slot`
     [L * R], lane-major), against the windows K, V [L, kv, C, hd] (int16), KE, VE
@@ -311,7 +342,8 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table):
 
     The keys are cut into S ranges, each its own program in every pass, so one lane's
     window still fills the GPU; each pass reads the partial maxima or sums of the one
-    before, and the values' partial products are added into the result (exact integers)."""
+    before, and the values' partial products are added into the result (exact integers).
+    pv, where given, is that result's buffer, all zeros (rows.merge zeroes it after use)."""
     import torch
 
     L, nkv, C, hd = K.shape
@@ -328,7 +360,8 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table):
     grid = (L * nkv, tiles, S)
     mx = torch.empty((S, L * nkv * RG), dtype=torch.int64, device=dev)
     em, tot = torch.empty_like(mx), torch.empty_like(mx)
-    pv = torch.zeros((L, nkv, RG, hd), dtype=torch.int64, device=dev)
+    if pv is None:
+        pv = torch.zeros((L, nkv, RG, hd), dtype=torch.int64, device=dev)
     oe = torch.empty((L, nkv, RG), dtype=torch.int64, device=dev)
     c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1)
     _att_max[grid](q, qe, K, KE, VE, slot, mx, em, RG, R, C, CH, score, **c)
