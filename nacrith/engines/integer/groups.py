@@ -145,7 +145,8 @@ class GroupBackend(TorchBackend):
             return b
         hd, nh, nkv = w.head_dim, w.n_head, w.n_kv
         ff = self.mats[0, "ffn_up"].q.shape[1]
-        z = lambda *shape, dt=t.int64: t.zeros(shape, dtype=dt, device=self.dev)  # noqa: E731
+        make = t.zeros if small else t.empty  # more rows: no product is cut (kernels.cuts)
+        z = lambda *shape, dt=t.int64: make(shape, dtype=dt, device=self.dev)  # noqa: E731
         b = dict(qkv=z(T, (nh + 2 * nkv) * hd), o=z(T, w.dim), up=z(T, ff), down=z(T, w.dim),
                  pv=z(L, nkv, T // L * (nh // nkv), hd), q=z(L, nkv, T // L * (nh // nkv), hd, dt=t.int32),
                  qe=z(L, nkv, T // L * (nh // nkv)), a=z(T, w.dim, dt=t.int32), af=z(T, ff // 2, dt=t.int32),
