@@ -67,7 +67,9 @@ def test_block_linear_is_the_exact_product(rows, kind):
     a[0, :] = 32767  # the extremes of int16 activations: the halves' edge cases
     if rows > 1:
         a[1, :] = -32767
-    y = kernels.block_linear(torch.from_numpy(a).to(DEVICE), kernels.BlockMatrix.of(bw, DEVICE))
+    W = kernels.BlockMatrix.of(bw, DEVICE)
+    assert kernels.cuts(rows, W) == (rows <= 32)  # both ways of summing are compared
+    y = kernels.block_linear(torch.from_numpy(a).to(DEVICE), W)
     assert y.dtype == torch.int64
     assert np.array_equal(y.cpu().numpy(), _exact_product(a, bw))
 

@@ -113,8 +113,15 @@ class BlockMatrix(NamedTuple):
 
 def _tiles(M: int, N: int) -> tuple[int, int]:
     BM = 16 if M <= 16 else (32 if M <= 32 else 64)
-    BN = 32 if M <= 32 else 128
+    # narrow tiles spread few rows over more SMs; the interpreter pays per program, and
+    # the tiling changes no integer
+    BN = 32 if M <= 32 and not INTERPRETED else 128
     return BM, BN
+
+
+# programs a cut product aims at: enough to fill an H100/H200's SMs; the interpreter runs
+# them one after another, and any cut gives the same integers
+_PROGRAMS = 64 if INTERPRETED else 1024
 
 
 def _inner_cuts(M: int, N: int, blocks: int) -> int:
@@ -125,7 +132,7 @@ def _inner_cuts(M: int, N: int, blocks: int) -> int:
         return 1
     BM, BN = _tiles(M, N)
     tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
-    SK = max(1, min(blocks // 2, triton.cdiv(1024, tiles)))
+    SK = max(1, min(blocks // 2, triton.cdiv(_PROGRAMS, tiles)))
     return triton.cdiv(blocks, triton.cdiv(blocks, SK))
 
 
