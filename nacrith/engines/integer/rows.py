@@ -91,6 +91,7 @@ if triton is not None:
         if ADD:
             y = tl.load(Y + r * dim + c, mask=m, other=0)
             if CLEAR:
+                tl.debug_barrier()  # every warp has read its row first
                 tl.store(Y + r * dim + c, tl.zeros([BLOCK], tl.int64), mask=m)
             h = h + _shift(y, -(tl.load(YE + r) - UNIT + RES))
             tl.store(H + r * dim + c, h, mask=m)
@@ -120,6 +121,9 @@ if triton is not None:
         ya = tl.load(at)
         yb = tl.load(at + 1)
         if CLEAR:
+            # a head is fewer cells than the program's threads: copies of a cell sit in several
+            # warps, and one warp must not zero it before another has read it
+            tl.debug_barrier()
             tl.store(at, tl.zeros([HD // 2], tl.int64))
             tl.store(at + 1, tl.zeros([HD // 2], tl.int64))
         top = tl.maximum(tl.max(tl.abs(ya), axis=0), tl.max(tl.abs(yb), axis=0))
@@ -169,6 +173,7 @@ if triton is not None:
         at = PV + idx[:, None] * HD + d[None, :]
         m = tl.load(at, mask=hm[:, None], other=0)
         if CLEAR:
+            tl.debug_barrier()  # as in _qkv_kernel
             tl.store(at, tl.zeros([BH, HD], tl.int64), mask=hm[:, None])
         e = tl.load(OE + idx, mask=hm, other=0)
         top = tl.max(tl.abs(m), axis=1)
@@ -189,6 +194,7 @@ if triton is not None:
         yg = tl.load(Y + t * 2 * F + c, mask=m, other=0)
         yu = tl.load(Y + t * 2 * F + F + c, mask=m, other=0)
         if CLEAR:
+            tl.debug_barrier()
             tl.store(Y + t * 2 * F + c, tl.zeros([BLOCK], tl.int64), mask=m)
             tl.store(Y + t * 2 * F + F + c, tl.zeros([BLOCK], tl.int64), mask=m)
         e = tl.load(YE + t)
