@@ -46,3 +46,19 @@ def golden_here(name: str) -> bytes:
     if made != here:
         pytest.skip(f"{name} was made by '{made}'; this machine runs '{here}'")
     return blob
+
+
+def run_in_interpreter(path: str, summary: str) -> None:
+    """Run the test file `path` in a process where Triton's interpreter makes the kernels
+    (so they run on the CPU) and check that pytest's last line starts with `summary`: no
+    kernel test was skipped there that should have run."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="1", NACRITH_TEST_DEVICE="cpu")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith(summary), last

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import run_in_interpreter
 
 pytest.importorskip("triton")
 torch = pytest.importorskip("torch")
@@ -32,15 +33,7 @@ here = pytest.mark.skipif(not HERE, reason="run by test_in_the_interpreter, in a
 
 @pytest.mark.skipif(HERE, reason="the kernels run in this process")
 def test_in_the_interpreter():
-    import subprocess
-    import sys
-
-    env = dict(os.environ, TRITON_INTERPRET="1", NACRITH_TEST_DEVICE="cpu")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    last = r.stdout.strip().splitlines()[-1]
-    assert last.startswith("22 passed, 1 skipped"), last  # 8 products, 6 attentions, 5 bias-head steps, 2 stores, 1
+    run_in_interpreter(__file__, "22 passed, 1 skipped")  # 8 products, 6 attentions, 5 bias-head steps, 2 stores, 1
 
 
 def _exact_product(a: np.ndarray, bw) -> np.ndarray:

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import run_in_interpreter
 
 pytest.importorskip("triton")
 torch = pytest.importorskip("torch")
@@ -29,15 +30,7 @@ EPS = spec.float_ratio(1e-5)
 
 @pytest.mark.skipif(HERE, reason="the kernels run in this process")
 def test_in_the_interpreter():
-    import subprocess
-    import sys
-
-    env = dict(os.environ, TRITON_INTERPRET="1", NACRITH_TEST_DEVICE="cpu")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    last = r.stdout.strip().splitlines()[-1]
-    assert last.startswith("11 passed, 1 skipped"), last
+    run_in_interpreter(__file__, "11 passed, 1 skipped")
 
 
 def _dev(x):
