@@ -10,7 +10,9 @@ def test_rows_from_before_a_setting_existed_still_match_where_it_is_off():
     # what a file of the "LLM only" row stored before ctx_bias existed (no such field)
     old = {"chunk_bytes": 8192, "chunk_tokens": 4096, "context": 2048, "frame_bytes": 16777216, "lanes": 64,
            "logit_bits": 16, "precision": 24, "schedule": 2, "slide": 512, "table_bits": 14}
-    assert _header(configs["LLM only"]) == old
+    # balanced chunks (setting 19) became the default after those rows: they match only with it off
+    assert _header({**configs["LLM only"], "balance": 0}) == old
+    assert _header(configs["LLM only"]) == {**old, "balance": 1}
     assert _header(configs["+ context bias"]) != old
     assert _header(configs["+ context bias"])["ctx_bias"] == configs["+ context bias"]["ctx_bias"]
     # a setting left out takes the engine's default, as in the files it makes

@@ -121,7 +121,7 @@ def test_round_trip_over_slides_and_chunk_ends(text, model_path):
     # a lane's bytes do not depend on what the other lanes hold
     from nacrith.chunking import split_chunks
 
-    cut = split_chunks(text, SMALL["chunk_bytes"])[0][1]
+    cut = split_chunks(text, SMALL["chunk_bytes"], bool(h.settings.get("balance", 0)))[0][1]
     first = nacrith.compress(text[:cut], model=model_path, **SMALL)
     _, p0 = next(container.iter_frames(memoryview(first)))
     _, ps = next(container.iter_frames(memoryview(blob)))
