@@ -40,6 +40,36 @@ except ImportError:  # pragma: no cover - the float64 products are used instead
 # Set when this module was imported: triton.jit reads it as it decorates the kernels.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
+# Programmatic dependent launch (Hopper and later, NACRITH_PDL=1): a kernel is started
+# while the one before it finishes, and waits (griddepcontrol.wait) for that one's
+# completion before it touches memory, so a decoder step's hundreds of small launches
+# overlap their start-up. Every kernel here waits first: the one before it had waited for
+# its own predecessor, so each sees all earlier work. Timing only: no integer changes.
+_PDL_OK = False
+if triton is not None and not INTERPRETED:
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait  # noqa: F401 (ready)
+
+        _PDL_OK = "launch_pdl" in getattr(CUDAOptions, "__dataclass_fields__", {})
+    except ImportError:  # an older Triton: launches as before
+        pass
+_LAUNCH = {}
+
+
+def launch(device) -> dict:
+    """The launch keywords of every kernel here for tensors on `device`: PDL (constexpr)
+    and, where it is on, Triton's launch_pdl."""
+    key = getattr(device, "index", None)
+    if key not in _LAUNCH:
+        on = _PDL_OK and os.environ.get("NACRITH_PDL", "0") == "1"
+        if on:
+            import torch
+
+            on = getattr(device, "type", "") == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
+        _LAUNCH[key] = dict(PDL=True, launch_pdl=True) if on else dict(PDL=False)
+    return _LAUNCH[key]
+
 
 def available(device) -> bool:
     """Whether the kernels run for tensors on `device`: a CUDA device of compute capability
@@ -59,8 +89,16 @@ def available(device) -> bool:
 if triton is not None:
 
     @triton.jit
+    def ready(PDL: tl.constexpr):
+        """The first step of every kernel here and in rows.py (see `launch`)."""
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+
+    @triton.jit
     def _linear_kernel(A, Q, QS, D, MN, Y, M, N, K, BPK, BM: tl.constexpr, BN: tl.constexpr,
-                       PARTIAL: tl.constexpr):
+                       PARTIAL: tl.constexpr, PDL: tl.constexpr):
+        ready(PDL)
         pm = tl.program_id(0)
         pn = tl.program_id(1)
         pk = tl.program_id(2)  # blocks [pk * BPK, (pk + 1) * BPK) of the inner dimension
@@ -158,7 +196,7 @@ def block_linear(a, W: BlockMatrix, out=None):
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN), SK)
     y = out if out is not None else (torch.empty if SK == 1 else torch.zeros)((M, N), dtype=torch.int64,
                                                                             device=a.device)
-    _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=SK > 1)
+    _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=SK > 1, **launch(a.device))
     return y
 
 
@@ -209,8 +247,10 @@ if triton is not None:
 
     @triton.jit
     def _att_max(Qm, QE, K, KE, VE, SLOT, MX, EM, RG, R, C, CH, scale, G: tl.constexpr, NKV: tl.constexpr,
-                 HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr):
+                 HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr,
+                 PDL: tl.constexpr):
         """Pass 1, keys [s * CH, (s + 1) * CH): each row's largest score and value exponent."""
+        ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
         i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         base = lh * C
@@ -252,8 +292,9 @@ if triton is not None:
     @triton.jit
     def _att_sum(Qm, QE, K, KE, SLOT, TABLE, MX, TOT, RG, R, C, CH, S, scale, G: tl.constexpr,
                  NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr,
-                 CAP: tl.constexpr):
+                 CAP: tl.constexpr, PDL: tl.constexpr):
         """Pass 2: each row's sum of weights over the split's keys."""
+        ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
         i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), True)
@@ -271,8 +312,9 @@ if triton is not None:
     @triton.jit
     def _att_values(Qm, QE, K, KE, V, VE, SLOT, TABLE, MX, EM, TOT, PV, OE, RG, R, C, CH, S, scale,
                     G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                    FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr):
+                    FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr, PDL: tl.constexpr):
         """Pass 3: the probabilities of the split's keys times their values (int32, exact)."""
+        ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
         i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), True)
@@ -309,8 +351,9 @@ if triton is not None:
 
     @triton.jit
     def _store_kernel(KR, KE, VM, VE, LANE, SLOT, K, KEW, V, VEW, s_r, s_h, e_r, l_r, t_r, C, NKV: tl.constexpr,
-                      HD: tl.constexpr):
+                      HD: tl.constexpr, PDL: tl.constexpr):
         """One row's key and value of one kv head into its lane's window at its slot."""
+        ready(PDL)
         r, h = tl.program_id(0), tl.program_id(1)
         lane = tl.load(LANE + r * l_r)
         slot = tl.load(SLOT + r * t_r)  # (strides: the decoder's slots are one value expanded)
@@ -331,7 +374,7 @@ def store(K, KE, V, VE, lane, slot, kr, ke, vm, ve) -> None:
     if kr.stride() != vm.stride() or ke.stride() != ve.stride() or kr.stride(2) != 1 or ke.stride(1) != 1:
         kr, vm, ke, ve = (x.contiguous() for x in (kr, vm, ke, ve))
     _store_kernel[(T, nkv)](kr, ke, vm, ve, lane, slot, K, KE, V, VE, kr.stride(0), kr.stride(1), ke.stride(0),
-                            lane.stride(0), slot.stride(0), C, NKV=nkv, HD=hd)
+                            lane.stride(0), slot.stride(0), C, NKV=nkv, HD=hd, **launch(K.device))
 
 
 def _splits(programs: int, C: int, BN: int) -> int:
@@ -370,7 +413,8 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
     if pv is None:
         pv = torch.zeros((L, nkv, RG, hd), dtype=torch.int64, device=dev)
     oe = torch.empty((L, nkv, RG), dtype=torch.int64, device=dev)
-    c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1)
+    c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1,
+             **launch(dev))
     _att_max[grid](q, qe, K, KE, VE, slot, mx, em, RG, R, C, CH, score, **c)
     _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, RG, R, C, CH, S, score, **c)
     _att_values[grid](q, qe, K, KE, V, VE, slot, table, mx, em, tot, pv, oe, RG, R, C, CH, S, score,

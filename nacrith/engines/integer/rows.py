@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from ...codec.quantize import LOG2E_FIX, TABLE_BITS
 from . import spec
+from .kernels import launch
 
 try:
     import triton
     import triton.language as tl
+
+    from .kernels import ready
 except ImportError:  # pragma: no cover - groups.py keeps its compiled stages instead
     triton = None
 
@@ -84,8 +87,9 @@ if triton is not None:
     @triton.jit
     def _resid_norm_kernel(H, Y, YE, A, AE, G, GS, EPS, dim, ee, cap, ADD: tl.constexpr, CLEAR: tl.constexpr,
                            BLOCK: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, UNIT: tl.constexpr,
-                           BITS: tl.constexpr):
+                           BITS: tl.constexpr, PDL: tl.constexpr):
         """forward.resid_norm (ADD) or forward.rmsnorm of one row; the residual kept in H."""
+        ready(PDL)
         r = tl.program_id(0).to(tl.int64)
         c = tl.arange(0, BLOCK)
         m = c < dim
@@ -112,10 +116,11 @@ if triton is not None:
     @triton.jit
     def _qkv_kernel(Y, YE, COS, SIN, LANE, SLOT, QM, QE, K, KE, V, VE, BOS, l_r, t_r, R, C, N,
                     NH: tl.constexpr, NKV: tl.constexpr, G: tl.constexpr, HD: tl.constexpr, CLEAR: tl.constexpr,
-                    QK: tl.constexpr, VB: tl.constexpr, UNIT: tl.constexpr, RB: tl.constexpr):
+                    QK: tl.constexpr, VB: tl.constexpr, UNIT: tl.constexpr, RB: tl.constexpr, PDL: tl.constexpr):
         """forward.qkv_split and the key/value store of one row's head: a query head into
         QM/QE (head-major, kernels.attention's layout), a key head rotated into K/KE at its
         lane's slot (unrotated into BOS at slot 0), a value head into V/VE."""
+        ready(PDL)
         t = tl.program_id(0).to(tl.int64)
         j = tl.program_id(1)
         i = tl.arange(0, HD // 2)
@@ -163,9 +168,10 @@ if triton is not None:
 
     @triton.jit
     def _merge_kernel(PV, OE, A, AE, R, NH: tl.constexpr, NKV: tl.constexpr, G: tl.constexpr, HD: tl.constexpr,
-                      BH: tl.constexpr, CLEAR: tl.constexpr, BITS: tl.constexpr):
+                      BH: tl.constexpr, CLEAR: tl.constexpr, BITS: tl.constexpr, PDL: tl.constexpr):
         """forward.quantise_groups of one row's attention heads (head-major, as
         kernels.attention leaves them) into one row of int16 mantissas."""
+        ready(PDL)
         t = tl.program_id(0).to(tl.int64)
         lane = t // R
         h = tl.arange(0, BH)
@@ -188,8 +194,9 @@ if triton is not None:
 
     @triton.jit
     def _swiglu_kernel(Y, YE, A, AE, TABLE, F, CLEAR: tl.constexpr, BLOCK: tl.constexpr, UNIT: tl.constexpr,
-                       BITS: tl.constexpr, L2E: tl.constexpr, TB: tl.constexpr, CLAMP: tl.constexpr):
+                       BITS: tl.constexpr, L2E: tl.constexpr, TB: tl.constexpr, CLAMP: tl.constexpr, PDL: tl.constexpr):
         """forward.swiglu of one row: silu(gate) * up as mantissas and an exponent."""
+        ready(PDL)
         t = tl.program_id(0).to(tl.int64)
         c = tl.arange(0, BLOCK)
         m = c < F
@@ -213,9 +220,10 @@ if triton is not None:
 
     @triton.jit
     def _rope_kernel(POS, BASE, COS, SIN, p_r, HALF: tl.constexpr, NB: tl.constexpr, FIX: tl.constexpr,
-                     RB: tl.constexpr):
+                     RB: tl.constexpr, PDL: tl.constexpr):
         """forward.rope_rows of one row: its position's rotation composed from the base
         rotations of its set bits in Q30, lowest bit first, then rounded to Q15."""
+        ready(PDL)
         t = tl.program_id(0).to(tl.int64)
         i = tl.arange(0, HALF)
         pos = tl.load(POS + t * p_r)
@@ -245,7 +253,7 @@ def rope(base, pos):
     cos = torch.empty((T, half), dtype=torch.int64, device=pos.device)
     sin = torch.empty_like(cos)
     _rope_kernel[(T,)](pos, base, cos, sin, pos.stride(0), HALF=half, NB=spec.POS_BITS, FIX=spec.ROPE_FIX,
-                       RB=spec.ROPE_BITS)
+                       RB=spec.ROPE_BITS, **launch(pos.device))
     return cos, sin
 
 
@@ -259,7 +267,7 @@ def resid_norm(h, y, ye, a, ae, gamma, gshift, eps, clear: bool = False) -> None
     add = y is not None
     _resid_norm_kernel[(T,)](h, y if add else h, ye if add else ae, a, ae, gamma, gshift, em, dim, ee, cap,
                              ADD=add, CLEAR=clear and add, BLOCK=_block(dim), NORM=spec.NORM_BITS, RES=spec.RESID,
-                             UNIT=spec.WEIGHT_UNIT, BITS=spec.ACT_BITS)
+                             UNIT=spec.WEIGHT_UNIT, BITS=spec.ACT_BITS, **launch(h.device))
 
 
 def qkv(y, ye, cos, sin, lane, slot, q, qe, K, KE, V, VE, bos, R: int, nh: int, nkv: int, clear: bool = False) -> None:
@@ -273,7 +281,7 @@ def qkv(y, ye, cos, sin, lane, slot, q, qe, K, KE, V, VE, bos, R: int, nh: int, 
     _qkv_kernel[(T, nh + 2 * nkv)](y, ye, cos, sin, lane, slot, q, qe, K, KE, V, VE, bos, lane.stride(0),
                                    slot.stride(0), R, K.shape[2], N, NH=nh, NKV=nkv, G=nh // nkv, HD=hd,
                                    CLEAR=clear, QK=spec.QK_BITS, VB=spec.V_BITS, UNIT=spec.WEIGHT_UNIT,
-                                   RB=spec.ROPE_BITS)
+                                   RB=spec.ROPE_BITS, **launch(y.device))
 
 
 def merge(pv, oe, a, ae, R: int, nh: int, clear: bool = False) -> None:
@@ -281,11 +289,12 @@ def merge(pv, oe, a, ae, R: int, nh: int, clear: bool = False) -> None:
     R g], head-major) into a (int32 [T, nh hd]) and ae (int64 [T])."""
     L, nkv, _, hd = pv.shape
     _merge_kernel[(L * R,)](pv, oe, a, ae, R, NH=nh, NKV=nkv, G=nh // nkv, HD=hd, BH=_block(nh), CLEAR=clear,
-                            BITS=spec.ACT_BITS)
+                            BITS=spec.ACT_BITS, **launch(pv.device))
 
 
 def swiglu(y, ye, a, ae, table, clear: bool = False) -> None:
     """forward.swiglu of y [T, 2F] (exponents ye [T]) into a (int32 [T, F]) and ae [T]."""
     T, F2 = y.shape
     _swiglu_kernel[(T,)](y, ye, a, ae, table, F2 // 2, CLEAR=clear, BLOCK=_block(F2 // 2), UNIT=spec.WEIGHT_UNIT,
-                         BITS=spec.ACT_BITS, L2E=LOG2E_FIX, TB=TABLE_BITS, CLAMP=_SIGMOID_CLAMP)
+                         BITS=spec.ACT_BITS, L2E=LOG2E_FIX, TB=TABLE_BITS, CLAMP=_SIGMOID_CLAMP,
+                         **launch(y.device))
