@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ def _device_name(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    if device == "native":
+        return f"cpu ({os.cpu_count()} cores), the C kernels"
     return f"cpu, torch {torch.__version__}"
 
 
@@ -68,11 +71,12 @@ def run_one(data: bytes, name: str, args, settings: dict, level=None) -> dict:
     import nacrith
 
     row = dict(file=name, bytes=len(data), settings=settings, level=level)
+    device = None if args.device == "native" else args.device  # native: the C kernels on the CPU
     t0 = time.perf_counter()
-    comp = nacrith.Compressor(model=args.model, engine="int", device=args.device, level=level, **settings)
+    comp = nacrith.Compressor(model=args.model, engine="int", device=device, level=level, **settings)
     row["load_s"] = round(time.perf_counter() - t0, 2)
     blob = _twice(row, f"{name}: compress", lambda: comp.compress(data))
-    dec = nacrith.Decompressor(model=args.model, device=args.device)
+    dec = nacrith.Decompressor(model=args.model, device=device)
     back = _twice(row, f"{name}: decompress", lambda: dec.decompress(blob))
     row["exact"] = back == data
     row["bpb"] = round(8 * len(blob) / len(data), 4)
@@ -97,7 +101,7 @@ def main(argv=None) -> None:
     ap.add_argument("--settings", default="", help="k=v,... stored settings (default: the engine's)")
     ap.add_argument("--levels", default="", help="levels 1..9, a row each (default: no level, the engine's defaults)")
     ap.add_argument("--model")
-    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--device", default="cuda", help="cuda, cpu (torch) or native (the C kernels)")
     ap.add_argument("--blobs", default="")
     ap.add_argument("--append", action="store_true", help="keep the rows already in <out>.json")
     ap.add_argument("--fresh", action="store_true", help="each level in a process of its own (rows appended)")
