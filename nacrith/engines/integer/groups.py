@@ -63,11 +63,12 @@ class GroupBackend(TorchBackend):
         # values int16. Without, both are float64 holding the same integers: the float64
         # products read them as they are, with no conversion of the window at every step.
         self.kernels = kernels.available(torch.device(device))
-        # ... and, with NACRITH_ROW_KERNELS=1, the row stages are rows.py's kernels: nothing
-        # per layer is compiled, so runs need no padding. Off by default until their
-        # barrier fix (rows.py, CLEAR) has passed tests/test_rows.py on a GPU: without it a
-        # warp zeroed product cells another had not yet read (wrong integers on an H100)
-        self.row_kernels = self.kernels and os.environ.get("NACRITH_ROW_KERNELS", "0") == "1"
+        # ... and the row stages are rows.py's kernels (NACRITH_ROW_KERNELS=0: the compiled
+        # stages instead): nothing per layer is compiled, so runs need no padding, and a
+        # decoder step is 409 launches instead of 919. Their readers pass a barrier before
+        # they zero a product (rows.py, CLEAR): without it a warp zeroed cells another had not
+        # yet read (wrong integers on an H100); with it tests/test_rows.py passes there.
+        self.row_kernels = self.kernels and os.environ.get("NACRITH_ROW_KERNELS", "1") != "0"
         self.pad_runs = fuse is not None and self.compile_runs and not self.row_kernels  # Group.run
         self._small = {}  # rows.py's buffers of calls of few rows (_buffers)
         self._dirty = False

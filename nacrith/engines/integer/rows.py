@@ -14,8 +14,9 @@ whatever its work. Here a layer is twelve: four products, five row stages, three
 attention passes. A product of few rows adds its parts into a zeroed buffer (atomics);
 the row stage that reads the buffer zeroes it again (`clear`), so no launch is spent
 on zeroing. A reader passes a barrier before it zeroes: several warps hold copies of a
-cell, and without it one warp's zeroing overtook another's read on an H100. Used where
-NACRITH_ROW_KERNELS=1 (groups.py) until that fix has passed on a GPU.
+cell, and without it one warp's zeroing overtook another's read on an H100 (with it
+tests/test_rows.py passes there, 2026-12-07). The default on a GPU; NACRITH_ROW_KERNELS=0
+(groups.py) takes the compiled stages instead.
 """
 
 from __future__ import annotations
