@@ -60,12 +60,14 @@ _LAUNCH = {}
 def launch(device) -> dict:
     """The launch keywords of every kernel here for tensors on `device`: PDL (constexpr)
     and, where it is on, Triton's launch_pdl."""
+    import torch
+
+    if torch.compiler.is_compiling():  # traced into a compiled graph: Inductor cannot analyse the wait
+        return dict(PDL=False)
     key = getattr(device, "index", None)
     if key not in _LAUNCH:
         on = _PDL_OK and os.environ.get("NACRITH_PDL", "0") == "1"
         if on:
-            import torch
-
             on = getattr(device, "type", "") == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
         _LAUNCH[key] = dict(PDL=True, launch_pdl=True) if on else dict(PDL=False)
     return _LAUNCH[key]
