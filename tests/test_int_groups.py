@@ -113,3 +113,23 @@ def test_padded_runs_give_the_same_payloads(model_path, text):
         assert got == want
     finally:
         groups.backend, groups.device, groups.lanes, groups._state = "native", None, None, None
+
+
+def test_group_lanes_fit_the_device(monkeypatch):
+    """A group's lanes: GROUP_LANES on a CPU; on a GPU as many as half its memory holds,
+    at most MAX_LANES, at least one, and the same whatever is free (a warm runner's own
+    cache must not change the count)."""
+    import torch
+
+    from nacrith.engines.integer import groups
+
+    class W:
+        n_layer, n_kv, head_dim, n_vocab = 30, 3, 64, 49152
+
+    per = groups.lane_bytes(W, 2048)
+    assert per == 30 * 3 * 2048 * (4 * 64 + 8) + 128 * 49152
+    assert groups.group_lanes(W, 2048, "cpu") == groups.GROUP_LANES
+    for free, total, want in [(80 << 30, 80 << 30, (40 << 30) // per), (1 << 30, 80 << 30, (40 << 30) // per),
+                              (1 << 40, 1 << 40, groups.MAX_LANES), (1 << 20, 1 << 20, 1)]:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev, f=free, t=total: (f, t))
+        assert groups.group_lanes(W, 2048, "cuda:0") == want

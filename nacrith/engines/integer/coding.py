@@ -145,9 +145,10 @@ class IntEngine:
     # -- on a torch device: lockstep groups (groups.py) ------------------------------------
 
     def _runner(self, settings, bos: int, n: int):
-        from .groups import GROUP_LANES, GroupRunner
+        from .groups import GroupRunner, group_lanes
 
-        lanes = max(1, min(self.lanes or GROUP_LANES, n))  # never more lanes than chunks
+        lanes = max(1, min(self.lanes or group_lanes(self.w, settings.context, self.device or "cpu"), n))
+        # (never more lanes than chunks)
         key = ("groups", lanes, settings.context, settings.slide, settings.predictors, bos)
         if self._state is None or self._state[0] != key:
             self._state = None  # free the old cache first

@@ -31,8 +31,32 @@ from .forward import (qkv_split, quantise_groups, resid_norm, rmsnorm, rope_rows
 from ..torch_float.groups import groups  # noqa: F401 (the same cut into groups as the torch engine)
 from .torch_backend import TorchBackend
 
-GROUP_LANES = 256  # lanes of a group where the engine is not told (fewer for fewer chunks)
+GROUP_LANES = 256  # lanes of a group on a CPU where the engine is not told (fewer for fewer chunks)
+MAX_LANES = 1024  # ... and the most on a GPU (group_lanes)
 _LOGIT_ROWS = 2048  # logits rows held at once (393 KB each for SmolLM2)
+
+
+def lane_bytes(w, context: int) -> int:
+    """Device memory one lane holds, roughly: its key and value windows (int16 mantissas,
+    int32 exponents) and a few vocabulary rows of int64 (logits, the predictors' state)."""
+    kv = w.n_layer * w.n_kv * context * (2 * 2 * w.head_dim + 2 * 4)
+    return kv + 16 * 8 * w.n_vocab
+
+
+def group_lanes(w, context: int, device) -> int:
+    """Lanes of a group where the engine is not told. A group's steps run one after
+    another, so on a GPU the fewer groups the better: as many lanes as half its memory
+    holds, at most MAX_LANES (dickens in 32 KiB chunks is 311 lanes, one group instead of
+    two). Half its total, not its free memory: a warm runner's own cache must not change
+    the count and with it the runner. The bytes are the same for any lane count (module
+    docstring)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return GROUP_LANES
+    _, total = torch.cuda.mem_get_info(dev)
+    return max(1, min(MAX_LANES, total // 2 // lane_bytes(w, context)))
 
 
 class GroupBackend(TorchBackend):

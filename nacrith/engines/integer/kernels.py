@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - the float64 products are used instead
 # Set when this module was imported: triton.jit reads it as it decorates the kernels.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
-# Programmatic dependent launch (Hopper and later, NACRITH_PDL=1): a kernel is started
+# Programmatic dependent launch (Hopper and later; NACRITH_PDL=0 turns it off): a kernel is started
 # while the one before it finishes, and waits (griddepcontrol.wait) for that one's
 # completion before it touches memory, so a decoder step's hundreds of small launches
 # overlap their start-up. Every kernel here waits first: the one before it had waited for
@@ -66,7 +66,7 @@ def launch(device) -> dict:
         return dict(PDL=False)
     key = getattr(device, "index", None)
     if key not in _LAUNCH:
-        on = _PDL_OK and os.environ.get("NACRITH_PDL", "0") == "1"
+        on = _PDL_OK and os.environ.get("NACRITH_PDL", "1") != "0"
         if on:
             on = getattr(device, "type", "") == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
         _LAUNCH[key] = dict(PDL=True, launch_pdl=True) if on else dict(PDL=False)
@@ -283,23 +283,24 @@ if triton is not None:
         return q + (r >= den).to(tl.int64) - (r < 0).to(tl.int64)
 
     @triton.jit
-    def _reduced(P, lh, i, im, RG, S, start, MAXIMUM: tl.constexpr):
-        """The maximum (or sum) over the S splits' partial values of each row."""
-        acc = tl.full(i.shape, start, tl.int64)
-        for sp in range(0, S):
-            v = tl.load(P + _part(sp, lh, i, RG), mask=im, other=start)
-            acc = tl.maximum(acc, v) if MAXIMUM else acc + v
-        return acc
+    def _reduced(P, lh, i, im, RG, S, start, SB: tl.constexpr, MAXIMUM: tl.constexpr):
+        """The maximum (or sum) over the S splits' partial values of each row, read as one
+        [SB, rows] tile: a loop of S loads, each waiting for the last, was most of a decoder
+        step's values pass (S = 32 splits, three reductions)."""
+        sp = tl.arange(0, SB)
+        at = _part(sp[:, None], lh, i[None, :], RG)
+        v = tl.load(P + at, mask=(sp[:, None] < S) & im[None, :], other=start)
+        return tl.max(v, axis=0) if MAXIMUM else tl.sum(v, axis=0)
 
     @triton.jit
     def _att_sum(Qm, QE, K, KE, SLOT, TABLE, MX, TOT, RG, R, C, CH, S, scale, G: tl.constexpr,
                  NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr,
-                 CAP: tl.constexpr, PDL: tl.constexpr):
+                 CAP: tl.constexpr, SB: tl.constexpr, PDL: tl.constexpr):
         """Pass 2: each row's sum of weights over the split's keys."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
         i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
-        mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), True)
+        mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), SB, True)
         base = lh * C
         end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)
         total = tl.zeros([BM], tl.int64)
@@ -314,14 +315,14 @@ if triton is not None:
     @triton.jit
     def _att_values(Qm, QE, K, KE, V, VE, SLOT, TABLE, MX, EM, TOT, PV, OE, RG, R, C, CH, S, scale,
                     G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                    FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr, PDL: tl.constexpr):
+                    FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr, SB: tl.constexpr, PDL: tl.constexpr):
         """Pass 3: the probabilities of the split's keys times their values (int32, exact)."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
         i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
-        mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), True)
-        em = _reduced(EM, lh, i, im, RG, S, -(1 << 40), True)
-        total = tl.maximum(_reduced(TOT, lh, i, im, RG, S, 0, False), 1)  # 0 only for rows past the run
+        mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), SB, True)
+        em = _reduced(EM, lh, i, im, RG, S, -(1 << 40), SB, True)
+        total = tl.maximum(_reduced(TOT, lh, i, im, RG, S, 0, SB, False), 1)  # 0 only for rows past the run
         inv = 1.0 / total.to(tl.float64)
         base = lh * C
         end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)
@@ -418,7 +419,8 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
     c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1,
              **launch(dev))
     _att_max[grid](q, qe, K, KE, VE, slot, mx, em, RG, R, C, CH, score, **c)
-    _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, RG, R, C, CH, S, score, **c)
+    SB = triton.next_power_of_2(S)
+    _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, RG, R, C, CH, S, score, SB=SB, **c)
     _att_values[grid](q, qe, K, KE, V, VE, slot, table, mx, em, tot, pv, oe, RG, R, C, CH, S, score,
-                      PB=spec.P_BITS, **c)
+                      PB=spec.P_BITS, SB=SB, **c)
     return pv, oe
