@@ -62,11 +62,14 @@ if triton is not None:
         return (a + (1 << (n - 1))) >> n
 
     @triton.jit
-    def _floor_div(a, b):
-        """Floor division whatever `//` rounds to (toward zero on a GPU)."""
-        q = a // b
+    def _quotient(a, b, inv):
+        """floor(a / b) for b > 0, |a| < 2**62 and |a / b| < 2**50, from inv = 1 / b in
+        float64: the estimate is within 2**-50 * |a / b| + 1 of the quotient, so after the
+        conversion (toward zero) it is off by at most one, which the remainder corrects. An
+        int64 division is emulated in some hundred instructions, per element."""
+        q = (a.to(tl.float64) * inv).to(tl.int64)
         r = a - q * b
-        return q - ((r != 0) & ((r < 0) != (b < 0))).to(tl.int64)
+        return q + (r >= b).to(tl.int64) - (r < 0).to(tl.int64)
 
     @triton.jit
     def _isqrt(n):
@@ -110,7 +113,8 @@ if triton is not None:
         eps_x = tl.where(k >= 0, em << tl.minimum(tl.maximum(k, 0), cap), em >> tl.minimum(tl.maximum(-k, 0), 62))
         root = _isqrt(mean + eps_x)
         g = tl.load(G + c, mask=m, other=0)
-        a, e = _quantise(_floor_div(x * g, root), BITS)
+        # |x * g| < 2**26 * |gamma| and root >= 1: far inside _quotient's bounds
+        a, e = _quantise(_quotient(x * g, root, 1.0 / root.to(tl.float64)), BITS)
         tl.store(A + r * dim + c, a.to(tl.int32), mask=m)
         tl.store(AE + r, e - tl.load(GS))
 
@@ -213,7 +217,8 @@ if triton is not None:
         s = (g * L2E) >> 16  # forward.sigmoid_q24: 1 / (1 + 2**-s), Q24
         a = tl.abs(s)
         w = tl.load(TABLE + ((a & 0xFFFF) >> (16 - TB))) >> tl.minimum(a >> 16, 62)
-        small = (w << 24) // ((1 << 30) + w)  # both non-negative: `//` floors
+        den = (1 << 30) + w
+        small = _quotient(w << 24, den, 1.0 / den.to(tl.float64))  # below 2**24
         sig = tl.where(s >= 0, (1 << 24) - small, small)
         p, e2 = _quantise(((g * sig) >> 24) * um, BITS)
         tl.store(A + t * F + c, p.to(tl.int32), mask=m)
