@@ -151,12 +151,13 @@ class BlockMatrix(NamedTuple):
         return cls(dev(bw.q.T), dev(qs.T), dev(bw.d.T.astype(np.float64)), dev(bw.m.T.astype(np.float64)))
 
 
-def _tiles(M: int, N: int) -> tuple[int, int]:
+def _tiles(M: int, N: int) -> tuple[int, int, int]:
+    """(rows, columns, warps) of a product's tiles for M rows (benchmarks/gpu_linear.py
+    times others; the tiling changes no integer)."""
     BM = 16 if M <= 16 else (32 if M <= 32 else 64)
-    # narrow tiles spread few rows over more SMs; the interpreter pays per program, and
-    # the tiling changes no integer
+    # narrow tiles spread few rows over more SMs; the interpreter pays per program
     BN = 32 if M <= 32 and not INTERPRETED else 128
-    return BM, BN
+    return BM, BN, 4
 
 
 # programs a cut product aims at: enough to fill an H100/H200's SMs; the interpreter runs
@@ -170,7 +171,7 @@ def _inner_cuts(M: int, N: int, blocks: int) -> int:
     sums are exact (below 2**53) and added with atomics into a zeroed result."""
     if M > 32:
         return 1
-    BM, BN = _tiles(M, N)
+    BM, BN, _ = _tiles(M, N)
     tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
     SK = max(1, min(blocks // 2, triton.cdiv(_PROGRAMS, tiles)))
     return triton.cdiv(blocks, triton.cdiv(blocks, SK))
@@ -191,14 +192,15 @@ def block_linear(a, W: BlockMatrix, out=None):
     if K != W.q.shape[0]:
         raise ValueError("inner dimensions differ")
     a = a.to(torch.int32).contiguous()
-    BM, BN = _tiles(M, N)
+    BM, BN, warps = _tiles(M, N)
     blocks = K // 32
     SK = _inner_cuts(M, N, blocks)
     BPK = triton.cdiv(blocks, SK)
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN), SK)
     y = out if out is not None else (torch.empty if SK == 1 else torch.zeros)((M, N), dtype=torch.int64,
                                                                             device=a.device)
-    _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=SK > 1, **launch(a.device))
+    _linear_kernel[grid](a, W.q, W.qs, W.d, W.m, y, M, N, K, BPK, BM=BM, BN=BN, PARTIAL=SK > 1, num_warps=warps,
+                         **launch(a.device))
     return y
 
 
