@@ -154,10 +154,14 @@ class BlockMatrix(NamedTuple):
 def _tiles(M: int, N: int) -> tuple[int, int, int]:
     """(rows, columns, warps) of a product's tiles for M rows (benchmarks/gpu_linear.py
     times others; the tiling changes no integer)."""
-    BM = 16 if M <= 16 else (32 if M <= 32 else 64)
-    # narrow tiles spread few rows over more SMs; the interpreter pays per program
-    BN = 32 if M <= 32 and not INTERPRETED else 128
-    return BM, BN, 4
+    if INTERPRETED:  # it pays per program
+        return (16 if M <= 16 else (32 if M <= 32 else 64)), 128, 4
+    if M <= 32:  # narrow tiles spread few rows over more SMs
+        return (16 if M <= 16 else 32), 32, 4
+    # 32 x 64: the float64 sums of a 64 x 128 tile spilled registers (100 a thread), and the
+    # products of 256 to 39,808 rows ran at 40-57 int8 TOPS against 66-77 with these (H100,
+    # benchmarks/results/gpu-linear-h100.md)
+    return 32, 64, 4
 
 
 # programs a cut product aims at: enough to fill an H100/H200's SMs; the interpreter runs
