@@ -50,7 +50,8 @@ def load_model(
     The torch engine (settings.engine == "torch") runs on `device` ("cuda", "cpu";
     default: cuda if there is one) over `gpus` GPUs (default: all visible). The integer
     engine runs its C kernels on the CPU, or its torch backend on `device` if one is
-    named; the integers, and so the files, are the same. The engine is shared, and
+    named (on "cuda" over `gpus` GPUs, default all visible); the integers, and so the
+    files, are the same. The engine is shared, and
     safe to use from several threads (engines.Exclusive). `floats`: the llama.cpp
     context's ContextFloats (a decoder passes the file's; default: LlamaModel's rule)."""
     with _CACHE_LOCK, backend_errors(f"the {settings.engine} engine could not start"):
@@ -63,7 +64,7 @@ def _load_model(path, settings, threads, device, gpus, floats) -> LoadedModel:
     if settings.engine == "torch":
         key = (str(p), st.st_size, st.st_mtime_ns, "torch", device, gpus)
     elif settings.engine == "int":
-        key = (str(p), st.st_size, st.st_mtime_ns, "int", threads, device)
+        key = (str(p), st.st_size, st.st_mtime_ns, "int", threads, device, gpus)
     else:
         # with the LLM skip a lane may bring up to MAX_SKIP + 1 tokens to one batch
         per_step = MAX_SKIP + 1 if settings.skip else 1
@@ -86,7 +87,7 @@ def _load_model(path, settings, threads, device, gpus, floats) -> LoadedModel:
             m = LlamaModel(str(p), n_ctx=16, vocab_only=True)
             # any device gives the same integers: the C kernels on the CPU by default,
             # the torch backend where a device is named ("cuda", "cpu")
-            eng = IntEngine(str(p), threads, backend="torch" if device else "native", device=device)
+            eng = IntEngine(str(p), threads, backend="torch" if device else "native", device=device, gpus=gpus)
             eng.piece_lens = _piece_lens(m)
             if eng.w.n_vocab != m.n_vocab:
                 raise ModelMismatchError("the model's tokenizer and its embedding disagree on the vocabulary size")

@@ -112,7 +112,7 @@ def compress(
     fmt: str = typer.Option("auto", "--format", help="auto (NC05 for text, NC06 otherwise), nc05 or nc06"),
     engine: str = typer.Option(api.DEFAULT_ENGINE, "--engine", help=_ENGINE_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu: where the torch engine runs (default cuda if present); int engine: run its torch backend there instead of its C kernels (same integers)"),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPU workers of the torch engine and the integer engine on cuda (default: all visible)"),
     no_bias: bool = typer.Option(False, "--no-bias", help="online predictors: no adaptive bias head"),
     no_ngram: bool = typer.Option(False, "--no-ngram", help="online predictors: no token N-gram"),
     no_match: bool = typer.Option(False, "--no-match", help="online predictors: no match model"),
@@ -159,7 +159,7 @@ def decompress(
     model: Optional[Path] = typer.Option(None, "--model", help="the GGUF model the file was made with"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all available)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu: where torch-engine files decode (default cuda if present); int-engine files: decode with the torch backend there (same integers)"),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="torch-engine files: GPU workers (default: all visible)"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPU workers for torch-engine files and the integer engine on cuda (default: all visible)"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing on success"),
 ):
     """Decompress FILE.nc, verifying every checksum before the output appears."""
@@ -605,7 +605,7 @@ def main_command(
     threads: Optional[int] = typer.Option(None, help="CPU threads"),
     engine: str = typer.Option(api.DEFAULT_ENGINE, "--engine", help=_ENGINE_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu: where the torch engine runs (default cuda if present); int engine: run its torch backend there instead of its C kernels (same integers)"),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="torch engine: GPU workers (default: all visible)"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPU workers of the torch engine and the integer engine on cuda (default: all visible)"),
     no_bias: bool = typer.Option(False, "--no-bias", help="online predictors: no adaptive bias head"),
     no_ngram: bool = typer.Option(False, "--no-ngram", help="online predictors: no token N-gram"),
     no_match: bool = typer.Option(False, "--no-match", help="online predictors: no match model"),

@@ -17,7 +17,7 @@ from nacrith.errors import CorruptDataError
 
 DEVICE = os.environ.get("NACRITH_TEST_DEVICE", "cpu")
 # context 64 with a slide of 16: the 1,600-byte text slides every window several times,
-# 300-byte chunks make 6 chunks: one group of 6 lanes
+# 300-byte chunks of the 1,600 bytes: three balanced chunks, one group of three lanes
 SMALL = dict(engine="int", context=64, slide=16, chunk_bytes=300)
 
 
@@ -106,7 +106,7 @@ def test_padded_runs_give_the_same_payloads(model_path, text):
     want, _ = _engine(model_path, "native").encode(st, bos, lists)
     groups = _engine(model_path, "torch", lanes=4)
     try:
-        r = groups._runner(st, bos, len(lists))
+        r = groups.runner(st, bos, groups._group_lanes(st, len(lists)))
         r.block = r.be.block = 24
         r.be.pad_runs = True
         got, _ = groups.encode(st, bos, lists)
@@ -133,3 +133,33 @@ def test_group_lanes_fit_the_device(monkeypatch):
                               (1 << 40, 1 << 40, groups.MAX_LANES), (1 << 20, 1 << 20, 1)]:
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev, f=free, t=total: (f, t))
         assert groups.group_lanes(W, 2048, "cuda:0") == want
+
+
+@pytest.mark.skipif(DEVICE == "cuda" and __import__("torch").cuda.device_count() < 2,
+                    reason="two workers on CUDA need two GPUs")
+def test_two_workers_give_the_bytes_of_the_c_kernels(model_path, text, native_blob):
+    """gpus=2: the three chunks go to two worker processes as groups of two lanes and of
+    one (engines/pool.py); the file is the C kernels' byte for byte, the workers decode
+    it, and a damaged stream fails the call with CorruptDataError from the worker."""
+    import nacrith
+    from nacrith import api
+    from nacrith.formats import container
+
+    opts = {k: v for k, v in SMALL.items() if k != "engine"}
+    comp = nacrith.Compressor(model=model_path, engine="int", device=DEVICE, gpus=2, **opts)
+    try:
+        assert comp.lm.engine.gpus == 2
+        assert comp.compress(text) == native_blob
+        h, payloads = next(container.iter_frames(memoryview(native_blob)))
+        assert len(payloads) == 3 and comp.lm.engine._group_lanes(comp.settings, 3) == 2
+        dec = nacrith.Decompressor(model=model_path, device=DEVICE, gpus=2)
+        assert dec.decompress(native_blob) == text
+        bad = [bytes(p) for p in payloads]
+        b = bytearray(bad[2])  # the second group's chunk
+        b[9] ^= 0x10
+        bad[2] = bytes(b)
+        with pytest.raises(CorruptDataError):
+            dec.decompress(container.write_frame(h, bad))
+    finally:
+        comp.lm.engine.close()
+        api._CACHE.clear()

@@ -21,7 +21,7 @@ from ...errors import CorruptDataError, UnsupportedInputError
 from ...codec.quantize import freqs_fixed
 from ...predictors.online import Online
 from ...xp import NumpyOps
-from .. import STOP
+from .. import STOP, pool
 from . import spec, weights
 from .lanes import Lanes
 
@@ -72,8 +72,13 @@ class IntEngine:
     piece_lens = None  # bytes of every token (set by api.load_model), for progress
 
     def __init__(self, path: str, threads: int | None = None, backend: str = "native", device=None,
-                 lanes: int | None = None, block: int = 64):
+                 lanes: int | None = None, block: int = 64, gpus: int | None = None):
         self.path = str(path)
+        # worker processes, one per GPU, for the torch backend's groups (engines/pool.py): by
+        # default every visible GPU where the device is "cuda", one where it names one
+        many = backend == "torch" and device in ("cuda", "cpu")
+        self.gpus = pool.workers_for(device, gpus) if many and (device == "cuda" or gpus) else 1
+        self._pool = None
         self.w = load_weights(self.path)
         self.profile = profile(self.w)
         if backend == "native":
@@ -144,45 +149,74 @@ class IntEngine:
 
     # -- on a torch device: lockstep groups (groups.py) ------------------------------------
 
-    def _runner(self, settings, bos: int, n: int):
-        from .groups import GroupRunner, group_lanes
+    def _group_lanes(self, settings, n: int) -> int:
+        """Lanes of a group for n chunks: never more than there are chunks, nor than a
+        worker's share of them where several GPUs take groups (so that every GPU has one)."""
+        from .groups import group_lanes
 
-        lanes = max(1, min(self.lanes or group_lanes(self.w, settings.context, self.device or "cpu"), n))
-        # (never more lanes than chunks)
+        cap = self.lanes or group_lanes(self.w, settings.context, self.device or "cpu")
+        return max(1, min(cap, -(-n // self.gpus)))
+
+    def runner(self, settings, bos: int, lanes: int):
+        """The GroupRunner of `lanes` lanes on this engine's device (kept while the key holds)."""
+        from .groups import GroupRunner
+
         key = ("groups", lanes, settings.context, settings.slide, settings.predictors, bos)
         if self._state is None or self._state[0] != key:
             self._state = None  # free the old cache first
             self._state = (key, GroupRunner(self.w, settings, bos, lanes, self.device or "cpu"))
         return self._state[1]
 
-    def _group_encode(self, settings, bos, token_lists, progress):
+    def _groups(self, kind: str, settings, bos, n: int, job, done) -> None:
+        """job(part) -> the arguments of GroupRunner.encode/decode for each group of the n
+        chunks; done(part, result) after each group, in order: here, or on the workers."""
         from .groups import groups
 
-        r = self._runner(settings, bos, len(token_lists))
+        lanes = self._group_lanes(settings, n)
+        parts = groups(n, lanes)
+        if self.gpus == 1:
+            r = self.runner(settings, bos, lanes)
+            for part in parts:
+                done(part, r.encode(*job(part)) if kind == "enc" else r.decode(*job(part)))
+            return
+        if self._pool is None:
+            self._pool = pool.Pool(self.path, self.device, self.gpus)
+        jobs = [(kind, settings, bos, lanes, job(part)) for part in parts]
+        self._pool.map(_work, jobs, lambda i, result: done(parts[i], result))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _group_encode(self, settings, bos, token_lists, progress):
         payloads, bits = [], []
-        for part in groups(len(token_lists), r.lanes):
-            toks = [token_lists[i] for i in part]
-            ps, bs = r.encode(toks)
-            payloads += ps
-            bits += bs
+
+        def done(part, result):
+            ps, bs = result
+            payloads.extend(ps)
+            bits.extend(bs)
             if progress is not None:
+                toks = [token_lists[i] for i in part]
                 progress(sum(map(len, toks)), sum(bs), sum(self._bytes(x) for x in toks))
+
+        self._groups("enc", settings, bos, len(token_lists), lambda part: ([token_lists[i] for i in part],), done)
         return payloads, bits
 
     def _group_decode(self, settings, bos, counts, payloads, progress, check):
-        from .groups import groups
-
-        r = self._runner(settings, bos, len(counts))
         out = []
-        for part in groups(len(counts), r.lanes):
-            res = r.decode([counts[i] for i in part], [payloads[i] for i in part])
+
+        def done(part, res):
             for ci, toks in zip(part, res):
                 if check is not None:
                     for tok in toks:
                         check(ci, tok)
-            out += res
+            out.extend(res)
             if progress is not None:
                 progress(sum(map(len, res)), 0.0, sum(self._bytes(x) for x in res))
+
+        self._groups("dec", settings, bos, len(counts),
+                     lambda part: ([counts[i] for i in part], [payloads[i] for i in part]), done)
         return out
 
     # -- encoder ------------------------------------------------------------------------
@@ -311,3 +345,21 @@ class IntEngine:
             if progress is not None:
                 progress(len(active), float((PRECISION - np.log2(fr)).sum()), self._bytes(sym))
         return out
+
+
+# -- in a worker process (engines/pool.py) ---------------------------------------------
+
+_ENGINES: dict[tuple, IntEngine] = {}
+
+
+def _work(kind: str, settings, bos: int, lanes: int, args):
+    """One group on this worker's GPU, with the lanes the caller chose for every group (so
+    a worker keeps one runner, and its CUDA graphs, for all of them)."""
+    path, device = pool.here()
+    eng = _ENGINES.get((path, device))
+    if eng is None:
+        _ENGINES.clear()
+        eng = _ENGINES[(path, device)] = IntEngine(path, backend="torch", device=device)
+    r = eng.runner(settings, bos, lanes)
+    return r.encode(*args) if kind == "enc" else r.decode(*args)
+

@@ -1,20 +1,18 @@
 """The torch engine: groups of lanes on one device, or on several GPUs at once.
 
-With `gpus` > 1, one worker process per GPU loads the model and takes groups as
-they come; results are put back in group order, and a worker's failure stops
-the whole job with its error (a missing group is never filled with anything).
-Which GPU codes a group does not matter: every group has the same shapes and
-starts from an empty cache, so the bytes are the same with 1, 2 or 8 GPUs.
+With `gpus` > 1, one worker process per GPU (engines/pool.py) loads the model and
+takes groups as they come. Which GPU codes a group does not matter: every group has
+the same shapes and starts from an empty cache, so the bytes are the same with 1, 2
+or 8 GPUs.
 """
 
 from __future__ import annotations
 
 import platform
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
-from ...errors import NacrithError
 from ...settings import Settings
+from .. import pool
 from .groups import GroupRunner, groups
 
 _MODELS: dict[tuple[str, str], object] = {}
@@ -25,12 +23,6 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def profile(device: str) -> str:
@@ -65,28 +57,12 @@ def _runner(path: str, device: str, settings: Settings, bos: int) -> GroupRunner
     return r
 
 
-# -- worker processes ---------------------------------------------------------------
-
-_WORKER: dict = {}
-
-
-def _worker_init(path: str, device: str, threads: int, queue, barrier) -> None:
-    index = queue.get()
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.set_device(index)
-        device = f"cuda:{index}"
-    else:
-        torch.set_num_threads(threads)  # CPU results may depend on the thread count
-    _WORKER.update(path=path, device=device, barrier=barrier)
+# -- in a worker (engines/pool.py) --------------------------------------------------
 
 
 def _warm_worker(settings: Settings, bos: int) -> None:
-    r = _runner(_WORKER["path"], _WORKER["device"], settings, bos)
-    _exercise(r)
-    # each worker takes exactly one warm-up job: none returns before all have started
-    _WORKER["barrier"].wait(timeout=600)
+    path, device = pool.here()
+    _exercise(_runner(path, device, settings, bos))
 
 
 def _exercise(r: GroupRunner) -> None:
@@ -95,7 +71,8 @@ def _exercise(r: GroupRunner) -> None:
 
 
 def _work(kind: str, settings: Settings, bos: int, args):
-    r = _runner(_WORKER["path"], _WORKER["device"], settings, bos)
+    path, device = pool.here()
+    r = _runner(path, device, settings, bos)
     return r.encode(*args) if kind == "enc" else r.decode(*args)
 
 
@@ -105,15 +82,9 @@ class TorchEngine:
     def __init__(self, path: str, device: str | None = None, gpus: int | None = None):
         self.path = str(path)
         self.device = device or default_device()
-        if self.device.startswith("cuda"):
-            n = visible_gpus() if gpus is None else gpus
-            if n > visible_gpus():
-                raise NacrithError(f"{n} GPUs asked for, {visible_gpus()} visible")
-            self.gpus = max(1, n)
-        else:
-            self.gpus = max(1, gpus or 1)  # several CPU workers: for tests of the pool
+        self.gpus = pool.workers_for(self.device, gpus)
         self.profile = profile(self.device)
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: pool.Pool | None = None
 
     def _map(self, kind: str, settings: Settings, bos: int, jobs: list, parts: list, progress: Callable | None):
         """Run every group's job; progress(chunk range, result) after each, in order."""
@@ -125,34 +96,12 @@ class TorchEngine:
                 if progress:
                     progress(parts[len(out) - 1], out[-1])
             return out
-        pool = self._workers()
-        futures = [pool.submit(_work, kind, settings, bos, args) for args in jobs]
-        out = []
-        for i, f in enumerate(futures):
-            try:
-                out.append(f.result())
-            except NacrithError:
-                raise
-            except Exception as exc:
-                raise NacrithError(f"GPU worker failed on group {i}: {type(exc).__name__}: {exc}") from exc
-            if progress:
-                progress(parts[i], out[-1])
-        return out
+        done = (lambda i, result: progress(parts[i], result)) if progress else None
+        return self._workers().map(_work, [(kind, settings, bos, args) for args in jobs], done)
 
-    def _workers(self) -> ProcessPoolExecutor:
+    def _workers(self) -> pool.Pool:
         if self._pool is None:
-            import multiprocessing as mp
-
-            import torch
-
-            ctx = mp.get_context("spawn")
-            queue = ctx.Queue()
-            for i in range(self.gpus):
-                queue.put(i)
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.gpus, mp_context=ctx, initializer=_worker_init,
-                initargs=(self.path, self.device, torch.get_num_threads(), queue, ctx.Barrier(self.gpus)),
-            )
+            self._pool = pool.Pool(self.path, self.device, self.gpus)
         return self._pool
 
     def warm_up(self, settings: Settings, bos: int) -> None:
@@ -161,13 +110,11 @@ class TorchEngine:
         if self.gpus == 1:
             _exercise(_runner(self.path, self.device, settings, bos))
             return
-        pool = self._workers()
-        for f in [pool.submit(_warm_worker, settings, bos) for _ in range(self.gpus)]:
-            f.result()
+        self._workers().warm(_warm_worker, settings, bos)
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            self._pool.close()
             self._pool = None
 
     piece_lens = None  # bytes of every token (set by api.load_model), for progress
