@@ -2,6 +2,8 @@
 
     python benchmarks/gpu_int.py ../shared/corpora/silesia/dickens --sizes 40000,200000,800000
     python benchmarks/gpu_int.py FILE --sizes 0 --settings chunk_bytes=8192   # all of FILE
+    python benchmarks/gpu_int.py FILE --sizes 0 --gpus 1 && python benchmarks/gpu_int.py FILE --sizes 0 --gpus 4 \
+        --out benchmarks/results/gpu-int-4   # the same SHA-256 in both tables
     python benchmarks/gpu_int.py ../shared/corpora/canterbury/alice29.txt --sizes 32768 --levels 1,2,3,4,5,6,7,8,9 \
         --fresh --out benchmarks/results/levels-gpu-h200
 
@@ -73,10 +75,11 @@ def run_one(data: bytes, name: str, args, settings: dict, level=None) -> dict:
     row = dict(file=name, bytes=len(data), settings=settings, level=level)
     device = None if args.device == "native" else args.device  # native: the C kernels on the CPU
     t0 = time.perf_counter()
-    comp = nacrith.Compressor(model=args.model, engine="int", device=device, level=level, **settings)
+    row["gpus"] = args.gpus
+    comp = nacrith.Compressor(model=args.model, engine="int", device=device, gpus=args.gpus, level=level, **settings)
     row["load_s"] = round(time.perf_counter() - t0, 2)
     blob = _twice(row, f"{name}: compress", lambda: comp.compress(data))
-    dec = nacrith.Decompressor(model=args.model, device=device)
+    dec = nacrith.Decompressor(model=args.model, device=device, gpus=args.gpus)
     back = _twice(row, f"{name}: decompress", lambda: dec.decompress(blob))
     row["exact"] = back == data
     row["bpb"] = round(8 * len(blob) / len(data), 4)
@@ -102,6 +105,7 @@ def main(argv=None) -> None:
     ap.add_argument("--levels", default="", help="levels 1..9, a row each (default: no level, the engine's defaults)")
     ap.add_argument("--model")
     ap.add_argument("--device", default="cuda", help="cuda, cpu (torch) or native (the C kernels)")
+    ap.add_argument("--gpus", type=int, default=None, help="GPU workers (default: all visible); the bytes are the same")
     ap.add_argument("--blobs", default="")
     ap.add_argument("--append", action="store_true", help="keep the rows already in <out>.json")
     ap.add_argument("--fresh", action="store_true", help="each level in a process of its own (rows appended)")
@@ -148,13 +152,14 @@ def write(rows, args, command: str | None = None) -> None:
              "cold: first call in the process (model load excluded, shown apart; what torch.compile made "
              "in an earlier process on this machine is reused); warm: the second call.", "",
              "| file | level | bytes | tokens | bpb | load s | compress cold / warm s | decompress cold / warm s "
-             "| compress tok/s | decompress tok/s | exact |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| compress tok/s | decompress tok/s | exact | gpus | SHA-256 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
     for r in rows:
         lv = f"-{r['level']}" if r.get("level") else "default"
         lines.append(f"| {r['file']} | {lv} | {r['bytes']:,} | {r.get('tokens') or 0:,} | {r['bpb']} | {r['load_s']} | "
                      f"{r['compress_cold_s']} / {r['compress_warm_s']} | {r['decompress_cold_s']} / {r['decompress_warm_s']} | "
-                     f"{r.get('compress_tok_s', 0):,} | {r.get('decompress_tok_s', 0):,} | {r['exact']} |")
+                     f"{r.get('compress_tok_s', 0):,} | {r.get('decompress_tok_s', 0):,} | {r['exact']} | "
+                     f"{r.get('gpus') or 'all'} | {r.get('sha256', '')[:16]} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
