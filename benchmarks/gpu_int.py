@@ -54,10 +54,11 @@ def _settings(text: str) -> dict:
     return out
 
 
-def _twice(row: dict, what: str, fn):
-    """fn() cold, then warm; the seconds of each go into row[<verb>_cold_s / _warm_s]."""
+def _twice(row: dict, what: str, fn, once: bool = False):
+    """fn() cold, then warm; the seconds of each go into row[<verb>_cold_s / _warm_s]
+    (once: the cold call only, warm None)."""
     times = []
-    for _ in range(2):
+    for _ in range(1 if once else 2):
         _sync()
         t0 = time.perf_counter()
         result = fn()
@@ -65,7 +66,7 @@ def _twice(row: dict, what: str, fn):
         times.append(time.perf_counter() - t0)
         print(f"{what}: {times[-1]:.2f} s", file=sys.stderr, flush=True)
     verb = what.rsplit(" ", 1)[-1]
-    row[f"{verb}_cold_s"], row[f"{verb}_warm_s"] = round(times[0], 3), round(times[1], 3)
+    row[f"{verb}_cold_s"], row[f"{verb}_warm_s"] = round(times[0], 3), (None if once else round(times[1], 3))
     return result
 
 
@@ -78,9 +79,9 @@ def run_one(data: bytes, name: str, args, settings: dict, level=None) -> dict:
     row["gpus"] = args.gpus
     comp = nacrith.Compressor(model=args.model, engine="int", device=device, gpus=args.gpus, level=level, **settings)
     row["load_s"] = round(time.perf_counter() - t0, 2)
-    blob = _twice(row, f"{name}: compress", lambda: comp.compress(data))
+    blob = _twice(row, f"{name}: compress", lambda: comp.compress(data), args.once)
     dec = nacrith.Decompressor(model=args.model, device=device, gpus=args.gpus)
-    back = _twice(row, f"{name}: decompress", lambda: dec.decompress(blob))
+    back = _twice(row, f"{name}: decompress", lambda: dec.decompress(blob), args.once)
     row["exact"] = back == data
     row["bpb"] = round(8 * len(blob) / len(data), 4)
     row["sha256"] = hashlib.sha256(blob).hexdigest()
@@ -88,8 +89,8 @@ def run_one(data: bytes, name: str, args, settings: dict, level=None) -> dict:
     toks = len(lm.model.tokenize(data))  # the whole input as one text: near the coded count
     row["tokens"] = toks
     if toks:
-        row["compress_tok_s"] = round(toks / row["compress_warm_s"])
-        row["decompress_tok_s"] = round(toks / row["decompress_warm_s"])
+        row["compress_tok_s"] = round(toks / (row["compress_warm_s"] or row["compress_cold_s"]))
+        row["decompress_tok_s"] = round(toks / (row["decompress_warm_s"] or row["decompress_cold_s"]))
     if args.blobs:
         Path(args.blobs).mkdir(parents=True, exist_ok=True)
         (Path(args.blobs) / f"{name}.nc").write_bytes(blob)
@@ -106,6 +107,7 @@ def main(argv=None) -> None:
     ap.add_argument("--model")
     ap.add_argument("--device", default="cuda", help="cuda, cpu (torch) or native (the C kernels)")
     ap.add_argument("--gpus", type=int, default=None, help="GPU workers (default: all visible); the bytes are the same")
+    ap.add_argument("--once", action="store_true", help="each way once (cold; tok/s from it): all of a large file in one call")
     ap.add_argument("--blobs", default="")
     ap.add_argument("--append", action="store_true", help="keep the rows already in <out>.json")
     ap.add_argument("--fresh", action="store_true", help="each level in a process of its own (rows appended)")
@@ -157,7 +159,8 @@ def write(rows, args, command: str | None = None) -> None:
     for r in rows:
         lv = f"-{r['level']}" if r.get("level") else "default"
         lines.append(f"| {r['file']} | {lv} | {r['bytes']:,} | {r.get('tokens') or 0:,} | {r['bpb']} | {r['load_s']} | "
-                     f"{r['compress_cold_s']} / {r['compress_warm_s']} | {r['decompress_cold_s']} / {r['decompress_warm_s']} | "
+                     f"{r['compress_cold_s']} / {r['compress_warm_s'] or '–'} | "
+                     f"{r['decompress_cold_s']} / {r['decompress_warm_s'] or '–'} | "
                      f"{r.get('compress_tok_s', 0):,} | {r.get('decompress_tok_s', 0):,} | {r['exact']} | "
                      f"{r.get('gpus') or 'all'} | {r.get('sha256', '')[:16]} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
