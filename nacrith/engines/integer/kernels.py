@@ -14,7 +14,8 @@ Two operations replace the float64 products of groups.py:
 - `attention`: the integer softmax of forward.py over a window, in three kernels, one
   pass over the keys each (the maximum score, the sum of the weights, then the
   probabilities and their product with the values), so no score matrix is ever stored. Query and key mantissas
-  (below 2**12 after rotation) enter the int8 dots as 64 * hi + lo, values likewise,
+  (below 2**12 after rotation) enter the int8 dots as 64 * hi + lo (three products a
+  score: _scores), values likewise,
   probabilities (at most 2**16) as three 7-bit pieces; every dot is exact in int32.
 
 Both take the place of their float64 versions only where Triton runs on a CUDA device of
@@ -211,16 +212,20 @@ def block_linear(a, W: BlockMatrix, out=None):
 if triton is not None:
 
     @triton.jit
-    def _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD: tl.constexpr, FIX: tl.constexpr,
+    def _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD: tl.constexpr, FIX: tl.constexpr,
                 CAP: tl.constexpr):
-        """Scores (units of 2**-16 bits, forward.score_bits) of the rows against keys j."""
+        """Scores (units of 2**-16 bits, forward.score_bits) of the rows against keys j.
+        q.k = 4096 hh + 64 (hl + lh) + ll in three int8 products, not four: hl + lh is
+        (hi + lo).(hi + lo) - hh - ll, and hi + lo is at most 45 + 63 for the rotated
+        mantissas (|m| <= 2,897), an int8 for any |m| < 4,160."""
         dh = tl.arange(0, HD)
         k = tl.load(K + base * HD + j[None, :] * HD + dh[:, None], mask=jm[None, :], other=0).to(tl.int32)
         k_hi = (k >> 6).to(tl.int8)
         k_lo = (k & 63).to(tl.int8)
-        s = (tl.dot(q_hi, k_hi, out_dtype=tl.int32) * 4096
-             + (tl.dot(q_hi, k_lo, out_dtype=tl.int32) + tl.dot(q_lo, k_hi, out_dtype=tl.int32)) * 64
-             + tl.dot(q_lo, k_lo, out_dtype=tl.int32))
+        k_s = ((k >> 6) + (k & 63)).to(tl.int8)
+        hh = tl.dot(q_hi, k_hi, out_dtype=tl.int32)
+        ll = tl.dot(q_lo, k_lo, out_dtype=tl.int32)
+        s = hh * 4096 + (tl.dot(q_s, k_s, out_dtype=tl.int32) - hh - ll) * 64 + ll
         ke = tl.load(KE + base + j, mask=jm, other=0).to(tl.int64)
         sh = tl.maximum(FIX - 16 - qe[:, None] - ke[None, :], -11)
         x = s.to(tl.int64) * scale
@@ -239,14 +244,15 @@ if triton is not None:
 
     @triton.jit
     def _rows(Qm, QE, SLOT, lh, R, RG, G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr):
-        """This program's query rows: index, validity, slot, int8 halves of the mantissas, exponents."""
+        """This program's query rows: index, validity, slot, int8 halves of the mantissas and
+        their sum (_scores), exponents."""
         i = tl.program_id(1) * BM + tl.arange(0, BM)
         im = i < RG
         slot = tl.load(SLOT + (lh // NKV) * R + i // G, mask=im, other=-1)
         dh = tl.arange(0, HD)
         q = tl.load(Qm + (lh * RG + i[:, None]) * HD + dh[None, :], mask=im[:, None], other=0).to(tl.int32)
         qe = tl.load(QE + lh * RG + i, mask=im, other=0)
-        return i, im, slot, (q >> 6).to(tl.int8), (q & 63).to(tl.int8), qe
+        return i, im, slot, (q >> 6).to(tl.int8), (q & 63).to(tl.int8), ((q >> 6) + (q & 63)).to(tl.int8), qe
 
     @triton.jit
     def _part(sp, lh, i, RG):
@@ -260,7 +266,7 @@ if triton is not None:
         """Pass 1, keys [s * CH, (s + 1) * CH): each row's largest score and value exponent."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
-        i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
+        i, im, slot, q_hi, q_lo, q_s, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         base = lh * C
         end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)  # keys past every row's slot: never read
         low = -(1 << 62)
@@ -270,7 +276,7 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
             mx = tl.maximum(mx, tl.max(tl.where(masked, low, bits), axis=1))
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             em = tl.maximum(em, tl.max(tl.where(masked, -(1 << 40), ve[None, :]), axis=1))
@@ -305,7 +311,7 @@ if triton is not None:
         """Pass 2: each row's sum of weights over the split's keys."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
-        i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
+        i, im, slot, q_hi, q_lo, q_s, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), SB, True)
         base = lh * C
         end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)
@@ -314,7 +320,7 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
             total += tl.sum(_weights(bits, mx, masked, TABLE), axis=1)
         tl.store(TOT + _part(sp, lh, i, RG), total, mask=im)
 
@@ -325,7 +331,7 @@ if triton is not None:
         """Pass 3: the probabilities of the split's keys times their values (int32, exact)."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
-        i, im, slot, q_hi, q_lo, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
+        i, im, slot, q_hi, q_lo, q_s, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), SB, True)
         em = _reduced(EM, lh, i, im, RG, S, -(1 << 40), SB, True)
         total = tl.maximum(_reduced(TOT, lh, i, im, RG, S, 0, SB, False), 1)  # 0 only for rows past the run
@@ -338,7 +344,7 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _scores(q_hi, q_lo, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
             p = _quotient(_weights(bits, mx, masked, TABLE) << PB, total[:, None], inv[:, None])
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             p = (p >> tl.minimum(tl.maximum(em[:, None] - ve[None, :], 0), 62)).to(tl.int32)
