@@ -260,10 +260,11 @@ if triton is not None:
         return sp * (tl.num_programs(0) * RG) + lh * RG + i
 
     @triton.jit
-    def _att_max(Qm, QE, K, KE, VE, SLOT, MX, EM, RG, R, C, CH, scale, G: tl.constexpr, NKV: tl.constexpr,
+    def _att_max(Qm, QE, K, KE, VE, SLOT, MX, EM, SC, RG, R, C, CH, scale, G: tl.constexpr, NKV: tl.constexpr,
                  HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr,
-                 PDL: tl.constexpr):
-        """Pass 1, keys [s * CH, (s + 1) * CH): each row's largest score and value exponent."""
+                 CACHE: tl.constexpr, PDL: tl.constexpr):
+        """Pass 1, keys [s * CH, (s + 1) * CH): each row's largest score and value exponent
+        (CACHE: and the scores, into SC [L * kv, RG, C], for the passes after it)."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
         i, im, slot, q_hi, q_lo, q_s, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
@@ -277,12 +278,24 @@ if triton is not None:
             jm = j < end
             masked = j[None, :] > slot[:, None]
             bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            if CACHE:
+                tl.store(SC + (lh * RG + i[:, None]) * C + j[None, :], bits, mask=im[:, None] & jm[None, :])
             mx = tl.maximum(mx, tl.max(tl.where(masked, low, bits), axis=1))
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             em = tl.maximum(em, tl.max(tl.where(masked, -(1 << 40), ve[None, :]), axis=1))
         at = _part(sp, lh, i, RG)
         tl.store(MX + at, mx, mask=im)
         tl.store(EM + at, em, mask=im)
+
+    @triton.jit
+    def _bits(q_hi, q_lo, q_s, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD: tl.constexpr,
+              FIX: tl.constexpr, CAP: tl.constexpr, CACHE: tl.constexpr):
+        """The scores of pass 1 again: read back (CACHE) or computed anew."""
+        if CACHE:
+            bits = tl.load(SC + (lh * RG + i[:, None]) * C + j[None, :], mask=im[:, None] & jm[None, :], other=0)
+        else:
+            bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+        return bits
 
     @triton.jit
     def _quotient(num, den, inv):
@@ -305,9 +318,9 @@ if triton is not None:
         return tl.max(v, axis=0) if MAXIMUM else tl.sum(v, axis=0)
 
     @triton.jit
-    def _att_sum(Qm, QE, K, KE, SLOT, TABLE, MX, TOT, RG, R, C, CH, S, scale, G: tl.constexpr,
+    def _att_sum(Qm, QE, K, KE, SLOT, TABLE, MX, TOT, SC, RG, R, C, CH, S, scale, G: tl.constexpr,
                  NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr,
-                 CAP: tl.constexpr, SB: tl.constexpr, PDL: tl.constexpr):
+                 CAP: tl.constexpr, SB: tl.constexpr, CACHE: tl.constexpr, PDL: tl.constexpr):
         """Pass 2: each row's sum of weights over the split's keys."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
@@ -320,14 +333,16 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            bits = _bits(q_hi, q_lo, q_s, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP,
+                         CACHE)
             total += tl.sum(_weights(bits, mx, masked, TABLE), axis=1)
         tl.store(TOT + _part(sp, lh, i, RG), total, mask=im)
 
     @triton.jit
-    def _att_values(Qm, QE, K, KE, V, VE, SLOT, TABLE, MX, EM, TOT, PV, OE, RG, R, C, CH, S, scale,
+    def _att_values(Qm, QE, K, KE, V, VE, SLOT, TABLE, MX, EM, TOT, PV, OE, SC, RG, R, C, CH, S, scale,
                     G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                    FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr, SB: tl.constexpr, PDL: tl.constexpr):
+                    FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr, SB: tl.constexpr, CACHE: tl.constexpr,
+                    PDL: tl.constexpr):
         """Pass 3: the probabilities of the split's keys times their values (int32, exact)."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
@@ -344,7 +359,8 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            bits = _bits(q_hi, q_lo, q_s, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP,
+                         CACHE)
             p = _quotient(_weights(bits, mx, masked, TABLE) << PB, total[:, None], inv[:, None])
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             p = (p >> tl.minimum(tl.maximum(em[:, None] - ve[None, :], 0), 62)).to(tl.int32)
@@ -399,6 +415,18 @@ def _splits(programs: int, C: int, BN: int) -> int:
     return max(1, min(triton.cdiv(C, BN), triton.cdiv(2048, programs)))
 
 
+def score_cache(nbytes: int) -> bool:
+    """Whether attention keeps pass 1's scores for passes 2 and 3 (NACRITH_SCORE_CACHE=1,
+    off by default: not yet timed on a GPU), so that the keys are read and multiplied once
+    a step instead of three times: where the scores of a call take at most 256 MB (a
+    decoder step of 311 lanes, 46 MB; an encoder run of 25 lanes x 128 rows, 472 MB, does
+    not). The integers are the same either way (tests/test_kernels.py)."""
+    return os.environ.get("NACRITH_SCORE_CACHE", "0") == "1" and nbytes <= _SCORE_CACHE_BYTES
+
+
+_SCORE_CACHE_BYTES = 256 << 20
+
+
 def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
     """groups.attention's integers for rows head-major: q [L, kv, RG, hd] (RG = R steps x
     the kv head's query heads), qe [L, kv, RG], every lane at the same slots (`slot`
@@ -428,11 +456,13 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
     if pv is None:
         pv = torch.zeros((L, nkv, RG, hd), dtype=torch.int64, device=dev)
     oe = torch.empty((L, nkv, RG), dtype=torch.int64, device=dev)
-    c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, num_stages=1,
-             **launch(dev))
-    _att_max[grid](q, qe, K, KE, VE, slot, mx, em, RG, R, C, CH, score, **c)
+    cache = score_cache(L * nkv * RG * C * 8)
+    sc = torch.empty((L * nkv, RG, C), dtype=torch.int64, device=dev) if cache else mx  # (mx: unread)
+    c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, CACHE=cache,
+             num_stages=1, **launch(dev))
+    _att_max[grid](q, qe, K, KE, VE, slot, mx, em, sc, RG, R, C, CH, score, **c)
     SB = triton.next_power_of_2(S)
-    _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, RG, R, C, CH, S, score, SB=SB, **c)
-    _att_values[grid](q, qe, K, KE, V, VE, slot, table, mx, em, tot, pv, oe, RG, R, C, CH, S, score,
+    _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, sc, RG, R, C, CH, S, score, SB=SB, **c)
+    _att_values[grid](q, qe, K, KE, V, VE, slot, table, mx, em, tot, pv, oe, sc, RG, R, C, CH, S, score,
                       PB=spec.P_BITS, SB=SB, **c)
     return pv, oe
