@@ -76,8 +76,7 @@ class IntEngine:
         self.path = str(path)
         # worker processes, one per GPU, for the torch backend's groups (engines/pool.py): by
         # default every visible GPU where the device is "cuda", one where it names one
-        many = backend == "torch" and device in ("cuda", "cpu")
-        self.gpus = pool.workers_for(device, gpus) if many and (device == "cuda" or gpus) else 1
+        self.gpus = pool.workers_for(device, gpus) if backend == "torch" and device in ("cuda", "cpu") else 1
         self._pool = None
         self.w = load_weights(self.path)
         self.profile = profile(self.w)
@@ -177,7 +176,7 @@ class IntEngine:
         if self.gpus == 1:
             r = self.runner(settings, bos, lanes)
             for part in parts:
-                done(part, r.encode(*job(part)) if kind == "enc" else r.decode(*job(part)))
+                done(part, _run(r, kind, job(part)))
             return
         if self._pool is None:
             self._pool = pool.Pool(self.path, self.device, self.gpus)
@@ -360,6 +359,10 @@ def _work(kind: str, settings, bos: int, lanes: int, args):
     if eng is None:
         _ENGINES.clear()
         eng = _ENGINES[(path, device)] = IntEngine(path, backend="torch", device=device)
-    r = eng.runner(settings, bos, lanes)
+    return _run(eng.runner(settings, bos, lanes), kind, args)
+
+
+def _run(r, kind: str, args):
+    """GroupRunner.encode ("enc") or decode of one group's arguments."""
     return r.encode(*args) if kind == "enc" else r.decode(*args)
 

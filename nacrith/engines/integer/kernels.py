@@ -260,6 +260,11 @@ if triton is not None:
         return sp * (tl.num_programs(0) * RG) + lh * RG + i
 
     @triton.jit
+    def _cells(SC, lh, i, im, RG, C, j, jm):
+        """Where pass 1 keeps the scores of rows i against keys j (SC [L * kv, RG, C]), and which are real."""
+        return SC + (lh * RG + i[:, None]) * C + j[None, :], im[:, None] & jm[None, :]
+
+    @triton.jit
     def _att_max(Qm, QE, K, KE, VE, SLOT, MX, EM, SC, RG, R, C, CH, scale, G: tl.constexpr, NKV: tl.constexpr,
                  HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr,
                  CACHE: tl.constexpr, PDL: tl.constexpr):
@@ -279,7 +284,8 @@ if triton is not None:
             masked = j[None, :] > slot[:, None]
             bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
             if CACHE:
-                tl.store(SC + (lh * RG + i[:, None]) * C + j[None, :], bits, mask=im[:, None] & jm[None, :])
+                at, ok = _cells(SC, lh, i, im, RG, C, j, jm)
+                tl.store(at, bits, mask=ok)
             mx = tl.maximum(mx, tl.max(tl.where(masked, low, bits), axis=1))
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             em = tl.maximum(em, tl.max(tl.where(masked, -(1 << 40), ve[None, :]), axis=1))
@@ -292,17 +298,20 @@ if triton is not None:
               FIX: tl.constexpr, CAP: tl.constexpr, CACHE: tl.constexpr):
         """The scores of pass 1 again: read back (CACHE) or computed anew."""
         if CACHE:
-            bits = tl.load(SC + (lh * RG + i[:, None]) * C + j[None, :], mask=im[:, None] & jm[None, :], other=0)
+            at, ok = _cells(SC, lh, i, im, RG, C, j, jm)
+            bits = tl.load(at, mask=ok, other=0)
         else:
             bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
         return bits
 
     @triton.jit
     def _quotient(num, den, inv):
-        """floor(num / den) for 0 <= num < 2**53, den >= 1 and num / den <= 2**16 (the
-        probabilities): the float64 quotient is within 2**-36 of the exact one, so its
-        floor is off by at most one, which the remainder corrects. An int64 division
-        per key and row was most of the values pass."""
+        """floor(num / den) for den > 0, |num| < 2**62 and |num / den| < 2**50, from inv =
+        1 / den in float64: the estimate is within 2**-50 * |num / den| + 1 of the quotient,
+        so after the conversion (toward zero) it is off by at most one, which the remainder
+        corrects. An int64 division is emulated in some hundred instructions, per element:
+        it was most of the values pass (the probabilities, below 2**16), and of rows.py's
+        norm and gated unit."""
         q = (num.to(tl.float64) * inv).to(tl.int64)
         r = num - q * den
         return q + (r >= den).to(tl.int64) - (r < 0).to(tl.int64)

@@ -29,7 +29,7 @@ try:
     import triton
     import triton.language as tl
 
-    from .kernels import ready
+    from .kernels import _quotient, ready
 except ImportError:  # pragma: no cover - groups.py keeps its compiled stages instead
     triton = None
 
@@ -60,16 +60,6 @@ if triton is not None:
     def _round(a, n: tl.constexpr):
         """ops.shift by a constant n > 0."""
         return (a + (1 << (n - 1))) >> n
-
-    @triton.jit
-    def _quotient(a, b, inv):
-        """floor(a / b) for b > 0, |a| < 2**62 and |a / b| < 2**50, from inv = 1 / b in
-        float64: the estimate is within 2**-50 * |a / b| + 1 of the quotient, so after the
-        conversion (toward zero) it is off by at most one, which the remainder corrects. An
-        int64 division is emulated in some hundred instructions, per element."""
-        q = (a.to(tl.float64) * inv).to(tl.int64)
-        r = a - q * b
-        return q + (r >= b).to(tl.int64) - (r < 0).to(tl.int64)
 
     @triton.jit
     def _isqrt(n):
