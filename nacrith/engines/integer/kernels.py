@@ -212,20 +212,25 @@ def block_linear(a, W: BlockMatrix, out=None):
 if triton is not None:
 
     @triton.jit
-    def _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD: tl.constexpr, FIX: tl.constexpr,
-                CAP: tl.constexpr):
-        """Scores (units of 2**-16 bits, forward.score_bits) of the rows against keys j.
-        q.k = 4096 hh + 64 (hl + lh) + ll in three int8 products, not four: hl + lh is
-        (hi + lo).(hi + lo) - hh - ll, and hi + lo is at most 45 + 63 for the rotated
-        mantissas (|m| <= 2,897), an int8 for any |m| < 4,160."""
+    def _scores(q, qe, K, KE, base, j, jm, scale, HD: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr,
+                DOT: tl.constexpr):
+        """Scores (units of 2**-16 bits, forward.score_bits) of the rows q [BM, HD] (int32)
+        against keys j. DOT: q.k = 4096 hh + 64 (hl + lh) + ll in three int8 products, not
+        four: hl + lh is (hi + lo).(hi + lo) - hh - ll, and hi + lo is at most 45 + 63 for the
+        rotated mantissas (|m| <= 2,897), an int8 for any |m| < 4,160. Otherwise (a few rows:
+        a decoder step's query heads) elementwise int32 products, |q.k| < 64 * 2,897**2 < 2**30:
+        an int8 product pads the rows to 16, and the int64 work after it would run on all 16."""
         dh = tl.arange(0, HD)
-        k = tl.load(K + base * HD + j[None, :] * HD + dh[:, None], mask=jm[None, :], other=0).to(tl.int32)
-        k_hi = (k >> 6).to(tl.int8)
-        k_lo = (k & 63).to(tl.int8)
-        k_s = ((k >> 6) + (k & 63)).to(tl.int8)
-        hh = tl.dot(q_hi, k_hi, out_dtype=tl.int32)
-        ll = tl.dot(q_lo, k_lo, out_dtype=tl.int32)
-        s = hh * 4096 + (tl.dot(q_s, k_s, out_dtype=tl.int32) - hh - ll) * 64 + ll
+        if DOT:
+            k = tl.load(K + base * HD + j[None, :] * HD + dh[:, None], mask=jm[None, :], other=0).to(tl.int32)
+            q_hi, q_lo = (q >> 6).to(tl.int8), (q & 63).to(tl.int8)
+            hh = tl.dot(q_hi, (k >> 6).to(tl.int8), out_dtype=tl.int32)
+            ll = tl.dot(q_lo, (k & 63).to(tl.int8), out_dtype=tl.int32)
+            q_s = ((q >> 6) + (q & 63)).to(tl.int8)
+            s = hh * 4096 + (tl.dot(q_s, ((k >> 6) + (k & 63)).to(tl.int8), out_dtype=tl.int32) - hh - ll) * 64 + ll
+        else:
+            k = tl.load(K + base * HD + j[:, None] * HD + dh[None, :], mask=jm[:, None], other=0).to(tl.int32)
+            s = tl.sum(q[:, None, :] * k[None, :, :], axis=2)
         ke = tl.load(KE + base + j, mask=jm, other=0).to(tl.int64)
         sh = tl.maximum(FIX - 16 - qe[:, None] - ke[None, :], -11)
         x = s.to(tl.int64) * scale
@@ -244,15 +249,14 @@ if triton is not None:
 
     @triton.jit
     def _rows(Qm, QE, SLOT, lh, R, RG, G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr):
-        """This program's query rows: index, validity, slot, int8 halves of the mantissas and
-        their sum (_scores), exponents."""
+        """This program's query rows: index, validity, slot, mantissas (int32), exponents."""
         i = tl.program_id(1) * BM + tl.arange(0, BM)
         im = i < RG
         slot = tl.load(SLOT + (lh // NKV) * R + i // G, mask=im, other=-1)
         dh = tl.arange(0, HD)
         q = tl.load(Qm + (lh * RG + i[:, None]) * HD + dh[None, :], mask=im[:, None], other=0).to(tl.int32)
         qe = tl.load(QE + lh * RG + i, mask=im, other=0)
-        return i, im, slot, (q >> 6).to(tl.int8), (q & 63).to(tl.int8), ((q >> 6) + (q & 63)).to(tl.int8), qe
+        return i, im, slot, q, qe
 
     @triton.jit
     def _part(sp, lh, i, RG):
@@ -267,12 +271,12 @@ if triton is not None:
     @triton.jit
     def _att_max(Qm, QE, K, KE, VE, SLOT, MX, EM, SC, RG, R, C, CH, scale, G: tl.constexpr, NKV: tl.constexpr,
                  HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr,
-                 CACHE: tl.constexpr, PDL: tl.constexpr):
+                 CACHE: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr):
         """Pass 1, keys [s * CH, (s + 1) * CH): each row's largest score and value exponent
         (CACHE: and the scores, into SC [L * kv, RG, C], for the passes after it)."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
-        i, im, slot, q_hi, q_lo, q_s, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
+        i, im, slot, q, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         base = lh * C
         end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)  # keys past every row's slot: never read
         low = -(1 << 62)
@@ -282,7 +286,7 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            bits = _scores(q, qe, K, KE, base, j, jm, scale, HD, FIX, CAP, DOT)
             if CACHE:
                 at, ok = _cells(SC, lh, i, im, RG, C, j, jm)
                 tl.store(at, bits, mask=ok)
@@ -294,14 +298,14 @@ if triton is not None:
         tl.store(EM + at, em, mask=im)
 
     @triton.jit
-    def _bits(q_hi, q_lo, q_s, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD: tl.constexpr,
-              FIX: tl.constexpr, CAP: tl.constexpr, CACHE: tl.constexpr):
+    def _bits(q, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD: tl.constexpr, FIX: tl.constexpr,
+              CAP: tl.constexpr, CACHE: tl.constexpr, DOT: tl.constexpr):
         """The scores of pass 1 again: read back (CACHE) or computed anew."""
         if CACHE:
             at, ok = _cells(SC, lh, i, im, RG, C, j, jm)
             bits = tl.load(at, mask=ok, other=0)
         else:
-            bits = _scores(q_hi, q_lo, q_s, qe, K, KE, base, j, jm, scale, HD, FIX, CAP)
+            bits = _scores(q, qe, K, KE, base, j, jm, scale, HD, FIX, CAP, DOT)
         return bits
 
     @triton.jit
@@ -329,11 +333,11 @@ if triton is not None:
     @triton.jit
     def _att_sum(Qm, QE, K, KE, SLOT, TABLE, MX, TOT, SC, RG, R, C, CH, S, scale, G: tl.constexpr,
                  NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr,
-                 CAP: tl.constexpr, SB: tl.constexpr, CACHE: tl.constexpr, PDL: tl.constexpr):
+                 CAP: tl.constexpr, SB: tl.constexpr, CACHE: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr):
         """Pass 2: each row's sum of weights over the split's keys."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
-        i, im, slot, q_hi, q_lo, q_s, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
+        i, im, slot, q, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), SB, True)
         base = lh * C
         end = tl.minimum(tl.max(slot, axis=0) + 1, sp * CH + CH)
@@ -342,8 +346,7 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _bits(q_hi, q_lo, q_s, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP,
-                         CACHE)
+            bits = _bits(q, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP, CACHE, DOT)
             total += tl.sum(_weights(bits, mx, masked, TABLE), axis=1)
         tl.store(TOT + _part(sp, lh, i, RG), total, mask=im)
 
@@ -351,11 +354,11 @@ if triton is not None:
     def _att_values(Qm, QE, K, KE, V, VE, SLOT, TABLE, MX, EM, TOT, PV, OE, SC, RG, R, C, CH, S, scale,
                     G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                     FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr, SB: tl.constexpr, CACHE: tl.constexpr,
-                    PDL: tl.constexpr):
+                    DOT: tl.constexpr, PDL: tl.constexpr):
         """Pass 3: the probabilities of the split's keys times their values (int32, exact)."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
-        i, im, slot, q_hi, q_lo, q_s, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
+        i, im, slot, q, qe = _rows(Qm, QE, SLOT, lh, R, RG, G, NKV, HD, BM)
         mx = _reduced(MX, lh, i, im, RG, S, -(1 << 62), SB, True)
         em = _reduced(EM, lh, i, im, RG, S, -(1 << 40), SB, True)
         total = tl.maximum(_reduced(TOT, lh, i, im, RG, S, 0, SB, False), 1)  # 0 only for rows past the run
@@ -368,18 +371,20 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _bits(q_hi, q_lo, q_s, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP,
-                         CACHE)
+            bits = _bits(q, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP, CACHE, DOT)
             p = _quotient(_weights(bits, mx, masked, TABLE) << PB, total[:, None], inv[:, None])
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             p = (p >> tl.minimum(tl.maximum(em[:, None] - ve[None, :], 0), 62)).to(tl.int32)
             v = tl.load(V + (base + j[:, None]) * HD + dh[None, :], mask=jm[:, None], other=0).to(tl.int32)
-            v_hi = (v >> 6).to(tl.int8)
-            v_lo = (v & 63).to(tl.int8)
-            for piece in tl.static_range(3):
-                pp = ((p >> (7 * piece)) & 127).to(tl.int8)
-                part = tl.dot(pp, v_hi, out_dtype=tl.int32) * 64 + tl.dot(pp, v_lo, out_dtype=tl.int32)
-                acc += part << (7 * piece)
+            if DOT:
+                v_hi = (v >> 6).to(tl.int8)
+                v_lo = (v & 63).to(tl.int8)
+                for piece in tl.static_range(3):
+                    pp = ((p >> (7 * piece)) & 127).to(tl.int8)
+                    part = tl.dot(pp, v_hi, out_dtype=tl.int32) * 64 + tl.dot(pp, v_lo, out_dtype=tl.int32)
+                    acc += part << (7 * piece)
+            else:  # a row's probabilities sum to at most 2**16 and |v| < 2**11: every sum below 2**27
+                acc += tl.sum(p[:, :, None] * v[None, :, :], axis=1)
         # the splits' products (exact integers) added into the result in any order
         tl.atomic_add(PV + (lh * RG + i[:, None]) * HD + dh[None, :], acc.to(tl.int64), mask=im[:, None],
                       sem="relaxed")
@@ -425,15 +430,20 @@ def _splits(programs: int, C: int, BN: int) -> int:
 
 
 def score_cache(nbytes: int) -> bool:
-    """Whether attention keeps pass 1's scores for passes 2 and 3 (NACRITH_SCORE_CACHE=1,
-    off by default: not yet timed on a GPU), so that the keys are read and multiplied once
-    a step instead of three times: where the scores of a call take at most 256 MB (a
-    decoder step of 311 lanes, 46 MB; an encoder run of 25 lanes x 128 rows, 472 MB, does
-    not). The integers are the same either way (tests/test_kernels.py)."""
-    return os.environ.get("NACRITH_SCORE_CACHE", "0") == "1" and nbytes <= _SCORE_CACHE_BYTES
+    """Whether attention keeps pass 1's scores for passes 2 and 3, so that the keys are
+    read and multiplied once a call instead of three times: where the scores of a call take
+    at most NACRITH_SCORE_CACHE_MB (256: a decoder step of 311 lanes is 46 MB, an encoder
+    run of 25 lanes x 128 rows 472 MB). On by default: a decoder step with full windows took
+    1.59 / 4.08 / 29.8 ms at 2 / 25 / 311 lanes against 1.76 / 4.99 / 38.8 without (H100,
+    benchmarks/results/gpu-lanes-h100-cache.md); NACRITH_SCORE_CACHE=0 turns it off. The
+    integers are the same either way (tests/test_kernels.py)."""
+    if os.environ.get("NACRITH_SCORE_CACHE", "1") == "0":
+        return False
+    return nbytes <= int(os.environ.get("NACRITH_SCORE_CACHE_MB", "256")) << 20
 
 
-_SCORE_CACHE_BYTES = 256 << 20
+# rows of a (lane, kv head) up to which attention multiplies elementwise rather than with int8 dots
+_FEW_ROWS = int(os.environ.get("NACRITH_FEW_ROWS", "8"))
 
 
 def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
@@ -454,7 +464,8 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
     q = q.to(torch.int32).contiguous()
     qe = qe.to(torch.int64).contiguous()
     slot = slot.contiguous()
-    BM, BN = (16 if RG <= 16 else (32 if RG <= 32 else 64)), 64
+    small = RG <= _FEW_ROWS  # a decoder step: 3 rows a kv head for SmolLM2 (_scores, DOT)
+    BM, BN = (max(2, triton.next_power_of_2(RG)), 32) if small else ((16 if RG <= 16 else (32 if RG <= 32 else 64)), 64)
     tiles = triton.cdiv(RG, BM)
     S = _splits(L * nkv * tiles, C, BN)
     CH = triton.cdiv(triton.cdiv(C, S), BN) * BN
@@ -468,7 +479,7 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
     cache = score_cache(L * nkv * RG * C * 8)
     sc = torch.empty((L * nkv, RG, C), dtype=torch.int64, device=dev) if cache else mx  # (mx: unread)
     c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, CACHE=cache,
-             num_stages=1, **launch(dev))
+             DOT=not small, num_stages=1, **launch(dev))
     _att_max[grid](q, qe, K, KE, VE, slot, mx, em, sc, RG, R, C, CH, score, **c)
     SB = triton.next_power_of_2(S)
     _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, sc, RG, R, C, CH, S, score, SB=SB, **c)
