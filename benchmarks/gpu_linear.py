@@ -1,4 +1,4 @@
-"""The integer engine's block product (kernels.block_linear) on a GPU, tile by tile.
+"""The integer engine's products (kernels.block_linear) on a GPU: blocks tile by tile, and limbs.
 
     python benchmarks/gpu_linear.py [--out benchmarks/results/gpu-linear]
 
@@ -6,10 +6,12 @@ For SmolLM2's product shapes (inner x outer: qkv 576 x 960, o 576 x 576, gate/up
 576 x 3072, down 1536 x 576, logits 576 x 49152) and row counts from a decoder step of
 2 or 25 lanes to an encoder run of 311 lanes x 128 rows, times the product with
 kernels._tiles' choice and with other (rows, columns, warps) tiles, on random int16
-activations and int8 blocks, and checks that every tiling gives the same integers.
-Reports microseconds per product, int8 tera-operations per second (two int8 products
-per multiply: the activations' halves) and the kernel's registers and spills per
-thread. Writes <out>.md and <out>.json.
+activations and int8 blocks, and checks that every tiling gives the same integers; for
+more than 32 rows also the limb product (kernels._limb_kernel, what block_linear takes
+there), which must give them too. Reports microseconds per product, tera-operations of
+the product per second (2 M N K: multiply-adds of the integers, whatever the int8
+products it takes: two a multiply for blocks, six for limbs) and the kernel's registers
+and spills per thread. Writes <out>.md and <out>.json.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHAPES = {"qkv": (576, 960), "o": (576, 576), "up": (576, 3072), "down": (1536, 576), "logits": (576, 49152)}
 ROWS = [2, 25, 256, 3200, 39808]
-TILES = [None, (16, 32, 4), (32, 64, 4), (64, 64, 4), (64, 128, 4), (64, 128, 8), (128, 128, 8), (128, 64, 4),
-         (128, 256, 8), (64, 256, 8)]
+TILES = [None, (16, 32, 4), (32, 64, 4), (64, 64, 4)]
+LIMB_TILES = [None, (128, 64, 64, 8), (64, 64, 64, 4), (128, 128, 32, 8), (64, 256, 32, 8), (128, 128, 64, 8)]
 
 
 class _Recorder:
@@ -55,19 +57,25 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(0)
     rec = _Recorder(kernels._linear_kernel)
     kernels._linear_kernel = rec
-    default = kernels._tiles
+    limb_rec = _Recorder(kernels._limb_kernel)
+    kernels._limb_kernel = limb_rec
+    default, limb_rows, limb_default = kernels._tiles, kernels._LIMB_ROWS, kernels._limb_tiles
     rows_out = []
     for name, (k, n) in SHAPES.items():
-        bw = weights.BlockWeight(rng.integers(-127, 128, (n, k)).astype(np.int8), rng.integers(1, 1 << 16, (n, k // 32)),
-                                 rng.integers(-(1 << 16), 1 << 16, (n, k // 32)))
+        d = rng.integers(1, 1 << 16, (n, k // 32))  # Q4_1-like blocks, as the model's: nibbles, an offset near -8 d
+        bw = weights.BlockWeight(rng.integers(0, 16, (n, k)).astype(np.int8), d, -8 * d + rng.integers(-999, 999, d.shape))
         W = kernels.BlockMatrix.of(bw, dev)
         for M in ROWS:
             if M * n > 400_000_000:  # the logits of 39,808 rows: 16 GB
                 continue
             a = torch.from_numpy(rng.integers(-32767, 32768, (M, k))).to(torch.int16).to(dev)
             want = None
-            for tiles in TILES:
-                kernels._tiles = default if tiles is None else (lambda M_, N_, t=tiles: t)
+            by_limbs = M > limb_rows and W.limbs is not None
+            for tiles in TILES + ([("limbs", t) for t in LIMB_TILES] if by_limbs else []):
+                limbs = isinstance(tiles, tuple) and tiles[0] == "limbs"
+                kernels._LIMB_ROWS = limb_rows if limbs else 1 << 62
+                kernels._tiles = default if tiles is None or limbs else (lambda M_, N_, t=tiles: t)
+                kernels._limb_tiles = limb_default if not limbs or tiles[1] is None else (lambda M_, N_, t=tiles[1]: t)
                 try:
                     y = kernels.block_linear(a, W, None)
                 except Exception as e:  # a tiling the card cannot hold (shared memory)
@@ -82,21 +90,25 @@ def main(argv=None) -> None:
                     kernels.block_linear(a, W, None)
                 torch.cuda.synchronize()
                 us = (time.perf_counter() - t0) / args.reps * 1e6
-                kk = rec.last
-                row = dict(product=name, rows=M, tiles=str(tiles or default(M, n)), chosen=tiles is None,
-                           us=round(us, 1), tops=round(4 * M * n * k / us / 1e6, 1), regs=getattr(kk, "n_regs", None),
+                kk = limb_rec.last if limbs else rec.last
+                label = f"limbs {kernels._limb_tiles(M, n)}" if limbs else str(tiles or default(M, n))
+                chosen = (limbs and tiles[1] is None) or (tiles is None and not by_limbs)
+                row = dict(product=name, rows=M, tiles=label, chosen=chosen,
+                           us=round(us, 1), tops=round(2 * M * n * k / us / 1e6, 1), regs=getattr(kk, "n_regs", None),
                            spills=getattr(kk, "n_spills", None), same=same)
                 rows_out.append(row)
                 print(json.dumps(row), flush=True)
-    kernels._tiles, kernels._linear_kernel = default, rec.fn
+    kernels._tiles, kernels._linear_kernel, kernels._limb_kernel = default, rec.fn, limb_rec.fn
+    kernels._LIMB_ROWS, kernels._limb_tiles = limb_rows, limb_default
     meta = dict(device=f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}",
                 command="python benchmarks/gpu_linear.py " + " ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows_out), indent=1))
     lines = [f"# Block product tiles on {meta['device']}", "", f"`{meta['command']}` ({meta['date']}); "
-             "the time of one product (allocation of its result included), mean of --reps; * the tiling kernels._tiles chooses.",
-             "", "| product | rows | tiles (rows, cols, warps) | us | int8 TOPS | regs | spills | same integers |",
+             "the time of one product (allocation of its result included), mean of --reps; * what block_linear takes; "
+             "TOPS: 2 M N K a product.",
+             "", "| product | rows | tiles (rows, cols, warps) | us | TOPS | regs | spills | same integers |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows_out:
         lines.append(f"| {r['product']} | {r['rows']:,} | {r['tiles']}{' *' if r['chosen'] else ''} | {r['us']} | "

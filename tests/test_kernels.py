@@ -33,7 +33,7 @@ here = pytest.mark.skipif(not HERE, reason="run by test_in_the_interpreter, in a
 
 @pytest.mark.skipif(HERE, reason="the kernels run in this process")
 def test_in_the_interpreter():
-    run_in_interpreter(__file__, "34 passed, 1 skipped")  # 8 products, 18 attentions, 5 bias-head steps, 2 stores, 1
+    run_in_interpreter(__file__, "35 passed, 1 skipped")  # 9 products, 18 attentions, 5 bias-head steps, 2 stores, 1
 
 
 def _exact_product(a: np.ndarray, bw) -> np.ndarray:
@@ -62,9 +62,31 @@ def test_block_linear_is_the_exact_product(rows, kind):
         a[1, :] = -32767
     W = kernels.BlockMatrix.of(bw, DEVICE)
     assert kernels.cuts(rows, W) == (rows <= 32)  # both ways of summing are compared
+    assert W.limbs is not None and kernels._by_limbs(rows, W) == (rows > 32)  # ... and the limbs
     y = kernels.block_linear(torch.from_numpy(a).to(DEVICE), W)
     assert y.dtype == torch.int64
     assert np.array_equal(y.cpu().numpy(), _exact_product(a, bw))
+
+
+@here
+def test_limbs_hold_the_widest_weights_and_refuse_wider():
+    """Weights whose w' needs all of three limbs (the top limb at +-127) give the exact
+    product by limbs; a matrix one bit wider has none and takes the blocks, still exact."""
+    rng = np.random.default_rng(5)
+    n, k, rows = 130, 96, 40
+    q = rng.integers(-127, 128, (n, k))
+    q[:, 0], q[:, 1] = 127, -127
+    for d_top, has in ((1 << 16) - 1, True), ((1 << 17) - 1, False):
+        d = np.full((n, k // 32), d_top)  # odd: no common shift
+        bw = weights.BlockWeight(q.astype(np.int8), d, np.zeros_like(d))
+        W = kernels.BlockMatrix.of(bw, DEVICE)
+        assert (W.limbs is not None) == has
+        if has:
+            assert int(W.limbs[2].abs().max()) == 127 and int(W.shift.max()) == 0
+        a = rng.integers(-32767, 32768, (rows, k))
+        a[0], a[1] = 32767, -32767
+        y = kernels.block_linear(torch.from_numpy(a).to(DEVICE), W)
+        assert np.array_equal(y.cpu().numpy(), _exact_product(a, bw))
 
 
 @here
