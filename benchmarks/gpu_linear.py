@@ -70,10 +70,10 @@ def main(argv=None) -> None:
                 continue
             a = torch.from_numpy(rng.integers(-32767, 32768, (M, k))).to(torch.int16).to(dev)
             want = None
-            by_limbs = M > limb_rows and W.limbs is not None
+            by_limbs = M > 32 and W.limbs is not None  # timed; block_linear takes them from limb_rows
             for tiles in TILES + ([("limbs", t) for t in LIMB_TILES] if by_limbs else []):
                 limbs = isinstance(tiles, tuple) and tiles[0] == "limbs"
-                kernels._LIMB_ROWS = limb_rows if limbs else 1 << 62
+                kernels._LIMB_ROWS = 1 if limbs else 1 << 62
                 kernels._tiles = default if tiles is None or limbs else (lambda M_, N_, t=tiles: t)
                 kernels._limb_tiles = limb_default if not limbs or tiles[1] is None else (lambda M_, N_, t=tiles[1]: t)
                 try:
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
                 us = (time.perf_counter() - t0) / args.reps * 1e6
                 kk = limb_rec.last if limbs else rec.last
                 label = f"limbs {kernels._limb_tiles(M, n)}" if limbs else str(tiles or default(M, n))
-                chosen = (limbs and tiles[1] is None) or (tiles is None and not by_limbs)
+                chosen = (limbs and tiles[1] is None) if M >= limb_rows else (tiles is None)
                 row = dict(product=name, rows=M, tiles=label, chosen=chosen,
                            us=round(us, 1), tops=round(2 * M * n * k / us / 1e6, 1), regs=getattr(kk, "n_regs", None),
                            spills=getattr(kk, "n_spills", None), same=same)

@@ -43,7 +43,8 @@ def _exact_product(a: np.ndarray, bw) -> np.ndarray:
 @here
 @pytest.mark.parametrize("rows", [1, 3, 17, 70])
 @pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
-def test_block_linear_is_the_exact_product(rows, kind):
+def test_block_linear_is_the_exact_product(rows, kind, monkeypatch):
+    monkeypatch.setattr(kernels, "_LIMB_ROWS", 64)  # 70 rows by limbs (1,024 by default: the same integers)
     rng = np.random.default_rng(rows)
     n, k = 200, 256  # n not a multiple of the tile: masked columns; 8 blocks: cut for few rows
     if kind == "q4_1":  # nibbles and a negative offset, as the model's weights
@@ -62,16 +63,17 @@ def test_block_linear_is_the_exact_product(rows, kind):
         a[1, :] = -32767
     W = kernels.BlockMatrix.of(bw, DEVICE)
     assert kernels.cuts(rows, W) == (rows <= 32)  # both ways of summing are compared
-    assert W.limbs is not None and kernels._by_limbs(rows, W) == (rows > 32)  # ... and the limbs
+    assert W.limbs is not None and kernels._by_limbs(rows, W) == (rows >= 64)  # ... and the limbs
     y = kernels.block_linear(torch.from_numpy(a).to(DEVICE), W)
     assert y.dtype == torch.int64
     assert np.array_equal(y.cpu().numpy(), _exact_product(a, bw))
 
 
 @here
-def test_limbs_hold_the_widest_weights_and_refuse_wider():
+def test_limbs_hold_the_widest_weights_and_refuse_wider(monkeypatch):
     """Weights whose w' needs all of three limbs (the top limb at +-127) give the exact
     product by limbs; a matrix one bit wider has none and takes the blocks, still exact."""
+    monkeypatch.setattr(kernels, "_LIMB_ROWS", 33)
     rng = np.random.default_rng(5)
     n, k, rows = 130, 96, 40
     q = rng.integers(-127, 128, (n, k))
@@ -81,6 +83,7 @@ def test_limbs_hold_the_widest_weights_and_refuse_wider():
         bw = weights.BlockWeight(q.astype(np.int8), d, np.zeros_like(d))
         W = kernels.BlockMatrix.of(bw, DEVICE)
         assert (W.limbs is not None) == has
+        assert kernels._by_limbs(rows, W) == has
         if has:
             assert int(W.limbs[2].abs().max()) == 127 and int(W.shift.max()) == 0
         a = rng.integers(-32767, 32768, (rows, k))

@@ -228,16 +228,19 @@ if triton is not None:
         tl.store(Y + rm[:, None] * N + rn[None, :], y, mask=mrow[:, None] & ncol[None, :])
 
 
-# rows above which a product takes the limbs (_limb_kernel) rather than the blocks
-_LIMB_ROWS = int(os.environ.get("NACRITH_LIMB_ROWS", "32"))
+# Rows from which a product takes the limbs (_limb_kernel) rather than the blocks. On an H100
+# (benchmarks/results/gpu-linear-h100-limbs.md) limbs in 128 x 64 tiles ran 1.0-1.4x the
+# blocks' speed from 3,200 rows (37-53 against 33-38 TOPS of 2 M N K) and from 0.75x to 1.25x
+# at 256; both stay far below the int8 tensor cores' rate (their int32 sums spill registers).
+_LIMB_ROWS = int(os.environ.get("NACRITH_LIMB_ROWS", "1024"))
 
 
 def _limb_tiles(M: int, N: int) -> tuple[int, int, int, int]:
-    """(rows, columns, inner, warps) of the limb kernel's tiles: four int32 sums of a tile
-    a thread, so 64 x 128 takes 8 warps (128 registers of sums each)."""
+    """(rows, columns, inner, warps) of the limb kernel's tiles (gpu_linear.py times others:
+    64 x 128 and 128 x 128 spilled 126 and more registers a thread and ran at half the speed)."""
     if INTERPRETED:
         return 32, 64, 64, 4
-    return 64, 128, 64, 8
+    return 128, 64, 64, 8
 
 
 def _tiles(M: int, N: int) -> tuple[int, int, int]:
@@ -271,7 +274,7 @@ def _inner_cuts(M: int, N: int, blocks: int) -> int:
 
 
 def _by_limbs(M: int, W: BlockMatrix) -> bool:
-    return W.limbs is not None and M > _LIMB_ROWS
+    return W.limbs is not None and M >= _LIMB_ROWS
 
 
 def cuts(M: int, W: BlockMatrix) -> bool:
