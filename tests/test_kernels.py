@@ -72,20 +72,24 @@ def test_block_linear_is_the_exact_product(rows, kind, monkeypatch):
 @here
 def test_limbs_hold_the_widest_weights_and_refuse_wider(monkeypatch):
     """Weights whose w' needs all of three limbs (the top limb at +-127) give the exact
-    product by limbs; a matrix one bit wider has none and takes the blocks, still exact."""
+    product by limbs; a matrix one bit wider has none and takes the blocks, still exact; one
+    as wide after its common shift (2**6) has limbs again."""
     monkeypatch.setattr(kernels, "_LIMB_ROWS", 33)
     rng = np.random.default_rng(5)
     n, k, rows = 130, 96, 40
     q = rng.integers(-127, 128, (n, k))
     q[:, 0], q[:, 1] = 127, -127
-    for d_top, has in ((1 << 16) - 1, True), ((1 << 17) - 1, False):
-        d = np.full((n, k // 32), d_top)  # odd: no common shift
+    for d_top, t, has in ((1 << 16) - 1, 0, True), ((1 << 17) - 1, 0, False), (((1 << 16) - 1) << 6, 6, True):
+        d = np.full((n, k // 32), d_top)  # odd: no common shift; the third as wide once shifted by 6
         bw = weights.BlockWeight(q.astype(np.int8), d, np.zeros_like(d))
         W = kernels.BlockMatrix.of(bw, DEVICE)
         assert (W.limbs is not None) == has
         assert kernels._by_limbs(rows, W) == has
         if has:
-            assert int(W.limbs[2].abs().max()) == 127 and int(W.shift.max()) == 0
+            assert int(W.limbs[2].abs().max()) == 127 and int(W.shift.min()) == int(W.shift.max()) == t
+            dev = lambda x: torch.from_numpy(x).to(DEVICE)  # noqa: E731 (made 7 outputs at a time: the same)
+            parts = kernels._limbs(dev(bw.q), dev(bw.d), dev(bw.m), rows=7)
+            assert all(torch.equal(x, y) for x, y in zip(parts, (W.limbs, W.colsum, W.shift)))
         a = rng.integers(-32767, 32768, (rows, k))
         a[0], a[1] = 32767, -32767
         y = kernels.block_linear(torch.from_numpy(a).to(DEVICE), W)

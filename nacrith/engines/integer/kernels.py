@@ -165,27 +165,34 @@ class BlockMatrix(NamedTuple):
         return cls(q, dev(qs.T), d, m, *_limbs(dev(bw.q), dev(bw.d), dev(bw.m)))
 
 
-def _limbs(q, d, m):
+def _limbs(q, d, m, rows: int = 4096):
     """(limbs, colsum, shift) of w * 2**24 = d q + m (q [N, K] int8, d, m [N, K / 32] int64
-    on the device), or Nones where some w' is too wide or K too long for int32 sums."""
+    on the device), or Nones where some w' is too wide or K too long for int32 sums. Made
+    `rows` outputs at a time: the int64 temporaries of the logits' 49,152 would be 1.6 GB."""
     import torch
 
     n, k = q.shape
     if k >= 1 << 15:
         return None, None, None
-    w = (q.to(torch.int64).reshape(n, k // 32, 32) * d[:, :, None] + m[:, :, None]).reshape(n, k)
-    low = torch.where(w == 0, torch.full_like(w, 1 << 62), w & -w)  # lowest set bit of each weight
-    shift = torch.log2(low.amin(dim=1).double()).to(torch.int64)  # of a power of two: exact
-    shift = torch.where((w != 0).any(dim=1), shift, torch.zeros_like(shift))
-    wp = w >> shift[:, None]  # exact: every weight of output n is a multiple of 2**t[n]
-    w0 = ((wp + 128) & 255) - 128
-    r = (wp - w0) >> 8
-    w1 = ((r + 128) & 255) - 128
-    w2 = (r - w1) >> 8
-    if int(w2.abs().max()) > 127:
-        return None, None, None
-    limbs = torch.stack([w0, w1, w2]).to(torch.int8).transpose(1, 2).contiguous()  # [3, K, N]
-    return limbs, wp.sum(dim=1).contiguous(), shift.contiguous()
+    limbs = torch.empty((3, k, n), dtype=torch.int8, device=q.device)
+    colsum = torch.empty(n, dtype=torch.int64, device=q.device)
+    shift = torch.empty(n, dtype=torch.int64, device=q.device)
+    for r0 in range(0, n, rows):
+        sl = slice(r0, min(n, r0 + rows))
+        w = (q[sl].to(torch.int64).reshape(-1, k // 32, 32) * d[sl, :, None] + m[sl, :, None]).reshape(-1, k)
+        low = torch.where(w == 0, torch.full_like(w, 1 << 62), w & -w)  # lowest set bit of each weight
+        t = torch.log2(low.amin(dim=1).double()).to(torch.int64)  # of a power of two: exact
+        t = torch.where((w != 0).any(dim=1), t, torch.zeros_like(t))
+        wp = w >> t[:, None]  # exact: every weight of output n is a multiple of 2**t[n]
+        w0 = ((wp + 128) & 255) - 128
+        rest = (wp - w0) >> 8
+        w1 = ((rest + 128) & 255) - 128
+        w2 = (rest - w1) >> 8
+        if int(w2.abs().max()) > 127:
+            return None, None, None
+        limbs[:, :, sl] = torch.stack([w0, w1, w2]).to(torch.int8).transpose(1, 2)
+        colsum[sl], shift[sl] = wp.sum(dim=1), t
+    return limbs, colsum, shift
 
 
 if triton is not None:
