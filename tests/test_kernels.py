@@ -33,7 +33,7 @@ here = pytest.mark.skipif(not HERE, reason="run by test_in_the_interpreter, in a
 
 @pytest.mark.skipif(HERE, reason="the kernels run in this process")
 def test_in_the_interpreter():
-    run_in_interpreter(__file__, "35 passed, 1 skipped")  # 9 products, 18 attentions, 5 bias-head steps, 2 stores, 1
+    run_in_interpreter(__file__, "61 passed, 1 skipped")  # 9 products, 44 attentions, 5 bias-head steps, 2 stores, 1
 
 
 def _exact_product(a: np.ndarray, bw) -> np.ndarray:
@@ -99,17 +99,20 @@ def test_limbs_hold_the_widest_weights_and_refuse_wider(monkeypatch):
 @here
 @pytest.mark.parametrize("R,s0,shift,C", [(1, 0, -24, 200), (1, 37, -24, 200), (1, 199, -30, 200), (2, 60, -24, 200),
                                           (5, 90, -20, 200), (40, 3, -26, 200), (30, 150, -8, 200), (1, 140, -24, 150),
-                                          (1, 120, -8, 200)])
-@pytest.mark.parametrize("cache", [False, True])
-def test_attention_is_the_float64_attention(R, s0, shift, C, cache, monkeypatch):
+                                          (1, 120, -8, 200), (1, 70, -64, 200), (5, 30, 24, 200)])
+@pytest.mark.parametrize("cache,f64", [(False, False), (True, False), (False, True), (True, True)])
+def test_attention_is_the_float64_attention(R, s0, shift, C, cache, f64, monkeypatch):
     """groups.attention on int16 windows (the kernels) and on float64 ones. Rows at slots s0 .. s0 + R - 1 of every lane, against windows of 200 slots whose
     later slots hold stale values (masked); exponents chosen around `shift` so the scores
-    range from flat to saturated (shift -8: clamped at SCORE_CAP). 150 slots: three key
+    range from flat to saturated (shift -8: clamped at SCORE_CAP; -64: shifted right past
+    62 bits, all 0; +24: the left shift held at 11 bits). 150 slots: three key
     splits, fewer than the power of two the passes read their partial values as. R = 1
     and 2 (3 and 6 rows a kv head) take the elementwise products, R >= 5 the int8 dots
-    (kernels._FEW_ROWS). cache:
+    (kernels._FEW_ROWS). f64: the scores scaled in float64 and the weights in int32
+    (NACRITH_F64_SCORES). cache:
     passes 2 and 3 read pass 1's scores back (kernels.score_cache) instead of computing them."""
     monkeypatch.setenv("NACRITH_SCORE_CACHE", "1" if cache else "0")
+    monkeypatch.setenv("NACRITH_F64_SCORES", "1" if f64 else "0")
     assert kernels.score_cache(1) == cache
     rng = np.random.default_rng(R * 1000 + s0)
     L, nkv, g, hd = 2, 3, 3, 64

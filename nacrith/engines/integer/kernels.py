@@ -322,7 +322,7 @@ if triton is not None:
 
     @triton.jit
     def _scores(q, qe, K, KE, base, j, jm, scale, HD: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr,
-                DOT: tl.constexpr):
+                DOT: tl.constexpr, F64: tl.constexpr):
         """Scores (units of 2**-16 bits, forward.score_bits) of the rows q [BM, HD] (int32)
         against keys j. DOT: q.k = 4096 hh + 64 (hl + lh) + ll in three int8 products, not
         four: hl + lh is (hi + lo).(hi + lo) - hh - ll, and hi + lo is at most 45 + 63 for the
@@ -341,6 +341,8 @@ if triton is not None:
             k = tl.load(K + base * HD + j[:, None] * HD + dh[None, :], mask=jm[:, None], other=0).to(tl.int32)
             s = tl.sum(q[:, None, :] * k[None, :, :], axis=2)
         ke = tl.load(KE + base + j, mask=jm, other=0).to(tl.int64)
+        if F64:
+            return _scaled_f64(s, qe, ke, scale, FIX, CAP)
         sh = tl.maximum(FIX - 16 - qe[:, None] - ke[None, :], -11)
         x = s.to(tl.int64) * scale
         right = tl.minimum(tl.maximum(sh, 0), 62)
@@ -350,10 +352,30 @@ if triton is not None:
         return tl.minimum(tl.maximum(y, -CAP), CAP)
 
     @triton.jit
-    def _weights(bits, mx, masked, TABLE):
-        """exp2 weights 2**-(max - score) in Q30 from the table, masked keys 0 (forward.softmax_p)."""
+    def _scaled_f64(s, qe, ke, scale, FIX: tl.constexpr, CAP: tl.constexpr):
+        """_scores' scaling, the same integers in float64: round-half-up(s * scale * 2**-sh),
+        sh = max(FIX - 16 - qe - ke, -11), clamped to +-CAP, as floor(fma(s, scale * 2**-sh,
+        0.5)). |s * scale| < 2**52 and 2**-sh is a power of two, so the product is exact, and so
+        is the sum with 0.5 wherever it is below 2**41 (at most 42 bits from 2**40 to 2**-1, or
+        52 bits of s * scale when shifted right); above, rounding cannot cross CAP = 2**40, which
+        clamps both. sh is held to [-11, 1000]: past 62 the integer shift gives 0 as 2**-1000
+        does, and 2**-1000 is a normal double, so nothing underflows."""
+        t = tl.minimum(tl.maximum(qe[:, None] + ke[None, :] - (FIX - 16), -1000), 11)  # -sh
+        m = ((t + 1023) << 52).to(tl.float64, bitcast=True) * scale  # 2**-sh * scale: exact
+        y = tl.floor(tl.fma(s.to(tl.float64), m, 0.5))
+        return tl.minimum(tl.maximum(y, -CAP * 1.0), CAP * 1.0).to(tl.int64)
+
+    @triton.jit
+    def _weights(bits, mx, masked, TABLE, F64: tl.constexpr):
+        """exp2 weights 2**-(max - score) in Q30 from the table, masked keys 0 (forward.softmax_p),
+        as int64. F64 (TABLE then int32): in int32, the same integers: every entry is at most
+        2**30, so a shift of 31 or more gives 0 whatever the distance past 31 * 2**16."""
         d = tl.where(masked, 0, mx[:, None] - bits)
-        w = tl.load(TABLE + ((d & 0xFFFF) >> 4)) >> tl.minimum(d >> 16, 62)
+        if F64:
+            dc = tl.minimum(d, 31 << 16).to(tl.int32)
+            w = (tl.load(TABLE + ((dc & 0xFFFF) >> 4)) >> (dc >> 16)).to(tl.int64)
+        else:
+            w = tl.load(TABLE + ((d & 0xFFFF) >> 4)) >> tl.minimum(d >> 16, 62)
         return tl.where(masked, 0, w)
 
     @triton.jit
@@ -380,7 +402,7 @@ if triton is not None:
     @triton.jit
     def _att_max(Qm, QE, K, KE, VE, SLOT, MX, EM, SC, RG, R, C, CH, scale, G: tl.constexpr, NKV: tl.constexpr,
                  HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr, CAP: tl.constexpr,
-                 CACHE: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr):
+                 CACHE: tl.constexpr, DOT: tl.constexpr, F64: tl.constexpr, PDL: tl.constexpr):
         """Pass 1, keys [s * CH, (s + 1) * CH): each row's largest score and value exponent
         (CACHE: and the scores, into SC [L * kv, RG, C], for the passes after it)."""
         ready(PDL)
@@ -395,7 +417,7 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _scores(q, qe, K, KE, base, j, jm, scale, HD, FIX, CAP, DOT)
+            bits = _scores(q, qe, K, KE, base, j, jm, scale, HD, FIX, CAP, DOT, F64)
             if CACHE:
                 at, ok = _cells(SC, lh, i, im, RG, C, j, jm)
                 tl.store(at, bits, mask=ok)
@@ -408,13 +430,13 @@ if triton is not None:
 
     @triton.jit
     def _bits(q, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD: tl.constexpr, FIX: tl.constexpr,
-              CAP: tl.constexpr, CACHE: tl.constexpr, DOT: tl.constexpr):
+              CAP: tl.constexpr, CACHE: tl.constexpr, DOT: tl.constexpr, F64: tl.constexpr):
         """The scores of pass 1 again: read back (CACHE) or computed anew."""
         if CACHE:
             at, ok = _cells(SC, lh, i, im, RG, C, j, jm)
             bits = tl.load(at, mask=ok, other=0)
         else:
-            bits = _scores(q, qe, K, KE, base, j, jm, scale, HD, FIX, CAP, DOT)
+            bits = _scores(q, qe, K, KE, base, j, jm, scale, HD, FIX, CAP, DOT, F64)
         return bits
 
     @triton.jit
@@ -442,7 +464,8 @@ if triton is not None:
     @triton.jit
     def _att_sum(Qm, QE, K, KE, SLOT, TABLE, MX, TOT, SC, RG, R, C, CH, S, scale, G: tl.constexpr,
                  NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, FIX: tl.constexpr,
-                 CAP: tl.constexpr, SB: tl.constexpr, CACHE: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr):
+                 CAP: tl.constexpr, SB: tl.constexpr, CACHE: tl.constexpr, DOT: tl.constexpr, F64: tl.constexpr,
+                PDL: tl.constexpr):
         """Pass 2: each row's sum of weights over the split's keys."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
@@ -455,15 +478,15 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _bits(q, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP, CACHE, DOT)
-            total += tl.sum(_weights(bits, mx, masked, TABLE), axis=1)
+            bits = _bits(q, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP, CACHE, DOT, F64)
+            total += tl.sum(_weights(bits, mx, masked, TABLE, F64), axis=1)
         tl.store(TOT + _part(sp, lh, i, RG), total, mask=im)
 
     @triton.jit
     def _att_values(Qm, QE, K, KE, V, VE, SLOT, TABLE, MX, EM, TOT, PV, OE, SC, RG, R, C, CH, S, scale,
                     G: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                     FIX: tl.constexpr, CAP: tl.constexpr, PB: tl.constexpr, SB: tl.constexpr, CACHE: tl.constexpr,
-                    DOT: tl.constexpr, PDL: tl.constexpr):
+                    DOT: tl.constexpr, F64: tl.constexpr, PDL: tl.constexpr):
         """Pass 3: the probabilities of the split's keys times their values (int32, exact)."""
         ready(PDL)
         lh, sp = tl.program_id(0), tl.program_id(2)
@@ -480,8 +503,8 @@ if triton is not None:
             j = j0 + tl.arange(0, BN)
             jm = j < end
             masked = j[None, :] > slot[:, None]
-            bits = _bits(q, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP, CACHE, DOT)
-            p = _quotient(_weights(bits, mx, masked, TABLE) << PB, total[:, None], inv[:, None])
+            bits = _bits(q, qe, K, KE, SC, lh, i, im, RG, C, base, j, jm, scale, HD, FIX, CAP, CACHE, DOT, F64)
+            p = _quotient(_weights(bits, mx, masked, TABLE, F64) << PB, total[:, None], inv[:, None])
             ve = tl.load(VE + base + j, mask=jm, other=0).to(tl.int64)
             p = (p >> tl.minimum(tl.maximum(em[:, None] - ve[None, :], 0), 62)).to(tl.int32)
             v = tl.load(V + (base + j[:, None]) * HD + dh[None, :], mask=jm[:, None], other=0).to(tl.int32)
@@ -551,6 +574,19 @@ def score_cache(nbytes: int) -> bool:
     return nbytes <= int(os.environ.get("NACRITH_SCORE_CACHE_MB", "256")) << 20
 
 
+_TABLES32 = {}
+
+
+def _table32(table):
+    """The exp2 table as int32 (every entry at most 2**30), made once per table."""
+    import torch
+
+    key = (table.data_ptr(), table.device)
+    if key not in _TABLES32:  # the table kept with its copy: its address is not reused
+        _TABLES32[key] = (table, table.to(torch.int32))
+    return _TABLES32[key][1]
+
+
 # rows of a (lane, kv head) up to which attention multiplies elementwise rather than with int8 dots
 _FEW_ROWS = int(os.environ.get("NACRITH_FEW_ROWS", "8"))
 
@@ -586,9 +622,12 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
         pv = torch.zeros((L, nkv, RG, hd), dtype=torch.int64, device=dev)
     oe = torch.empty((L, nkv, RG), dtype=torch.int64, device=dev)
     cache = score_cache(L * nkv * RG * C * 8)
+    f64 = os.environ.get("NACRITH_F64_SCORES", "0") == "1"
+    if f64:
+        table = _table32(table)
     sc = torch.empty((L * nkv, RG, C), dtype=torch.int64, device=dev) if cache else mx  # (mx: unread)
     c = dict(G=RG // R, NKV=nkv, HD=hd, BM=BM, BN=BN, FIX=spec.SCORE_FIX, CAP=spec.SCORE_CAP, CACHE=cache,
-             DOT=not small, num_stages=1, **launch(dev))
+             DOT=not small, F64=f64, num_stages=1, **launch(dev))
     _att_max[grid](q, qe, K, KE, VE, slot, mx, em, sc, RG, R, C, CH, score, **c)
     SB = triton.next_power_of_2(S)
     _att_sum[grid](q, qe, K, KE, slot, table, mx, tot, sc, RG, R, C, CH, S, score, SB=SB, **c)
