@@ -7,11 +7,12 @@ For SmolLM2's product shapes (inner x outer: qkv 576 x 960, o 576 x 576, gate/up
 2 or 25 lanes to an encoder run of 311 lanes x 128 rows, times the product with
 kernels._tiles' choice and with other (rows, columns, warps) tiles, on random int16
 activations and int8 blocks, and checks that every tiling gives the same integers; for
-more than 32 rows also the limb product (kernels._limb_kernel, what block_linear takes
-there), which must give them too. Reports microseconds per product, tera-operations of
-the product per second (2 M N K: multiply-adds of the integers, whatever the int8
-products it takes: two a multiply for blocks, six for limbs) and the kernel's registers
-and spills per thread. Writes <out>.md and <out>.json.
+more than 32 rows also the limb kernel (kernels._limb_kernel, which block_linear takes
+from kernels._LIMB_ROWS) in several tilings and the limbs as one cuBLAS product
+(NACRITH_LIMB_GEMM=cublas), which must give them too. Reports microseconds per product,
+tera-operations of the product per second (2 M N K: multiply-adds of the integers, whatever
+the int8 products it takes: two a multiply for blocks, six for limbs) and the kernel's
+registers and spills per thread. Writes <out>.md and <out>.json.
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ def main(argv=None) -> None:
             a = torch.from_numpy(rng.integers(-32767, 32768, (M, k))).to(torch.int16).to(dev)
             want = None
             by_limbs = M > 32 and W.limbs is not None  # timed; block_linear takes them from limb_rows
-            for tiles in TILES + ([("limbs", t) for t in LIMB_TILES] if by_limbs else []):
-                limbs = isinstance(tiles, tuple) and tiles[0] == "limbs"
+            for tiles in TILES + ([("limbs", t) for t in LIMB_TILES] + [("cublas", None)] if by_limbs else []):
+                library = isinstance(tiles, tuple) and tiles[0] == "cublas"
+                kernels._LIMB_GEMM = "cublas" if library else "triton"
+                limbs = isinstance(tiles, tuple) and tiles[0] in ("limbs", "cublas")
                 kernels._LIMB_ROWS = 1 if limbs else 1 << 62
                 kernels._tiles = default if tiles is None or limbs else (lambda M_, N_, t=tiles: t)
                 kernels._limb_tiles = limb_default if not limbs or tiles[1] is None else (lambda M_, N_, t=tiles[1]: t)
@@ -90,16 +93,17 @@ def main(argv=None) -> None:
                     kernels.block_linear(a, W, None)
                 torch.cuda.synchronize()
                 us = (time.perf_counter() - t0) / args.reps * 1e6
-                kk = limb_rec.last if limbs else rec.last
-                label = f"limbs {kernels._limb_tiles(M, n)}" if limbs else str(tiles or default(M, n))
-                chosen = (limbs and tiles[1] is None) if M >= limb_rows else (tiles is None)
+                kk = None if library else (limb_rec.last if limbs else rec.last)
+                label = ("limbs, one cuBLAS product" if library else f"limbs {kernels._limb_tiles(M, n)}") if limbs \
+                    else str(tiles or default(M, n))
+                chosen = (limbs and not library and tiles[1] is None) if M >= limb_rows else (tiles is None)
                 row = dict(product=name, rows=M, tiles=label, chosen=chosen,
                            us=round(us, 1), tops=round(2 * M * n * k / us / 1e6, 1), regs=getattr(kk, "n_regs", None),
                            spills=getattr(kk, "n_spills", None), same=same)
                 rows_out.append(row)
                 print(json.dumps(row), flush=True)
     kernels._tiles, kernels._linear_kernel, kernels._limb_kernel = default, rec.fn, limb_rec.fn
-    kernels._LIMB_ROWS, kernels._limb_tiles = limb_rows, limb_default
+    kernels._LIMB_ROWS, kernels._limb_tiles, kernels._LIMB_GEMM = limb_rows, limb_default, "triton"
     meta = dict(device=f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}",
                 command="python benchmarks/gpu_linear.py " + " ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"))
     out = Path(args.out)

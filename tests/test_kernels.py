@@ -33,7 +33,7 @@ here = pytest.mark.skipif(not HERE, reason="run by test_in_the_interpreter, in a
 
 @pytest.mark.skipif(HERE, reason="the kernels run in this process")
 def test_in_the_interpreter():
-    run_in_interpreter(__file__, "61 passed, 1 skipped")  # 9 products, 44 attentions, 5 bias-head steps, 2 stores, 1
+    run_in_interpreter(__file__, "63 passed, 1 skipped")  # 11 products, 44 attentions, 5 bias-head steps, 2 stores, 1
 
 
 def _exact_product(a: np.ndarray, bw) -> np.ndarray:
@@ -41,10 +41,14 @@ def _exact_product(a: np.ndarray, bw) -> np.ndarray:
 
 
 @here
-@pytest.mark.parametrize("rows", [1, 3, 17, 70])
+@pytest.mark.parametrize("rows,gemm", [(1, "triton"), (3, "triton"), (17, "triton"), (70, "triton"), (70, "cublas")])
 @pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
-def test_block_linear_is_the_exact_product(rows, kind, monkeypatch):
+def test_block_linear_is_the_exact_product(rows, gemm, kind, monkeypatch):
+    """Blocks (cut for few rows), and limbs by the Triton kernel or by one library product
+    (cuBLAS on a GPU, torch's CPU product here) cut into slices of 32 rows."""
     monkeypatch.setattr(kernels, "_LIMB_ROWS", 64)  # 70 rows by limbs (1,024 by default: the same integers)
+    monkeypatch.setattr(kernels, "_LIMB_GEMM", gemm)
+    monkeypatch.setattr(kernels, "_GEMM_ROWS", 32)  # 70 rows: three slices of 24, 24 and 22
     rng = np.random.default_rng(rows)
     n, k = 200, 256  # n not a multiple of the tile: masked columns; 8 blocks: cut for few rows
     if kind == "q4_1":  # nibbles and a negative offset, as the model's weights

@@ -235,6 +235,64 @@ if triton is not None:
         tl.store(Y + rm[:, None] * N + rn[None, :], y, mask=mrow[:, None] & ncol[None, :])
 
 
+if triton is not None:
+
+    @triton.jit
+    def _limb_sum_kernel(P, CS, SH, Y, M, N, BM: tl.constexpr, BN: tl.constexpr, PDL: tl.constexpr):
+        """_limb_kernel's sum from the six limb products of a library product: P [2M, 3N] int32,
+        rows [hi; lo] against columns [w0 | w1 | w2]."""
+        ready(PDL)
+        rm = tl.program_id(0) * BM + tl.arange(0, BM)
+        rn = tl.program_id(1) * BN + tl.arange(0, BN)
+        ok = (rm < M)[:, None] & (rn < N)[None, :]
+        hi = P + rm[:, None].to(tl.int64) * (3 * N) + rn[None, :]
+        lo = P + (rm[:, None] + M).to(tl.int64) * (3 * N) + rn[None, :]
+        h0 = tl.load(hi, mask=ok, other=0).to(tl.int64)
+        h1 = tl.load(hi + N, mask=ok, other=0).to(tl.int64)
+        h2 = tl.load(hi + 2 * N, mask=ok, other=0).to(tl.int64)
+        g0 = tl.load(lo, mask=ok, other=0).to(tl.int64)
+        g1 = tl.load(lo + N, mask=ok, other=0).to(tl.int64)
+        g2 = tl.load(lo + 2 * N, mask=ok, other=0).to(tl.int64)
+        y = (h2 << 24) + ((h1 + g2) << 16) + ((h0 + g1) << 8) + g0
+        cs = tl.load(CS + rn, mask=rn < N, other=0)
+        sh = tl.load(SH + rn, mask=rn < N, other=0)
+        tl.store(Y + rm[:, None].to(tl.int64) * N + rn[None, :], (y + 128 * cs[None, :]) << sh[None, :], mask=ok)
+
+
+# NACRITH_LIMB_GEMM=cublas (opt-in, not yet timed on a GPU): the six limb products as one int8
+# library product (torch._int_mm, cuBLAS on a GPU) of [hi; lo] against [w0 | w1 | w2], summed by
+# _limb_sum_kernel; its int32 sums are exact in any order, as in _limb_kernel.
+_LIMB_GEMM = os.environ.get("NACRITH_LIMB_GEMM", "triton")
+_GEMM_ROWS = 8192  # rows of one library product: its [2 rows, 3 N] int32 result, 600 MB at N = 3,072
+_WIDE = {}
+
+
+def _wide(W: BlockMatrix):
+    """The limbs side by side, [K, 3N] int8 (contiguous: cuBLAS reads a strided operand wrongly),
+    made once per matrix (the source kept with it, so its address is not reused)."""
+    key = W.limbs.data_ptr()
+    if key not in _WIDE:
+        _WIDE[key] = (W.limbs, W.limbs.permute(1, 0, 2).reshape(W.limbs.shape[1], -1).contiguous())
+    return _WIDE[key][1]
+
+
+def _library_limbs(a, W: BlockMatrix, y) -> None:
+    """y = a @ W by _wide's one int8 product a slice of rows at a time (each more than 16 rows,
+    as cuBLAS wants, since a limb product is taken from _LIMB_ROWS = 1,024 rows on)."""
+    import torch
+
+    M, N = y.shape
+    cuts = triton.cdiv(M, _GEMM_ROWS)
+    step = triton.cdiv(M, cuts)
+    wide = _wide(W)
+    for r0 in range(0, M, step):
+        part = a[r0 : r0 + step]
+        m = part.shape[0]
+        p = torch._int_mm(torch.cat([part >> 8, (part & 255) - 128]).to(torch.int8), wide)
+        grid = (triton.cdiv(m, 64), triton.cdiv(N, 128))
+        _limb_sum_kernel[grid](p, W.colsum, W.shift, y[r0 : r0 + m], m, N, BM=64, BN=128, **launch(a.device))
+
+
 # Rows from which a product takes the limbs (_limb_kernel) rather than the blocks. On an H100
 # (benchmarks/results/gpu-linear-h100-limbs.md) limbs in 128 x 64 tiles ran 1.0-1.4x the
 # blocks' speed from 3,200 rows (37-53 against 33-38 TOPS of 2 M N K) and from 0.75x to 1.25x
@@ -300,8 +358,11 @@ def block_linear(a, W: BlockMatrix, out=None):
         raise ValueError("inner dimensions differ")
     a = a.to(torch.int32).contiguous()
     if _by_limbs(M, W):
-        BM, BN, BK, warps = _limb_tiles(M, N)
         y = out if out is not None else torch.empty((M, N), dtype=torch.int64, device=a.device)
+        if _LIMB_GEMM == "cublas":
+            _library_limbs(a, W, y)
+            return y
+        BM, BN, BK, warps = _limb_tiles(M, N)
         grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
         _limb_kernel[grid](a, W.limbs, W.colsum, W.shift, y, M, N, K, BM=BM, BN=BN, BK=BK, num_warps=warps,
                            **launch(a.device))
