@@ -1,14 +1,14 @@
-"""The integer engine's products (kernels.block_linear) on a GPU: blocks tile by tile, and limbs.
+"""The integer engine's products (products.block_linear) on a GPU: blocks tile by tile, and limbs.
 
     python benchmarks/gpu_linear.py [--out benchmarks/results/gpu-linear]
 
 For SmolLM2's product shapes (inner x outer: qkv 576 x 960, o 576 x 576, gate/up
 576 x 3072, down 1536 x 576, logits 576 x 49152) and row counts from a decoder step of
 2 or 25 lanes to an encoder run of 311 lanes x 128 rows, times the product with
-kernels._tiles' choice and with other (rows, columns, warps) tiles, on random int16
+products._tiles' choice and with other (rows, columns, warps) tiles, on random int16
 activations and int8 blocks, and checks that every tiling gives the same integers; for
-more than 32 rows also the limb kernel (kernels._limb_kernel, which block_linear takes
-from kernels._LIMB_ROWS) in several tilings and the limbs as one cuBLAS product
+more than 32 rows also the limb kernel (products._limb_kernel, which block_linear takes
+from products._LIMB_ROWS) in several tilings and the limbs as one cuBLAS product
 (NACRITH_LIMB_GEMM=cublas), which must give them too. Reports microseconds per product,
 tera-operations of the product per second (2 M N K: multiply-adds of the integers, whatever
 the int8 products it takes: two a multiply for blocks, six for limbs) and the kernel's
@@ -32,7 +32,7 @@ LIMB_TILES = [None, (128, 64, 64, 8), (64, 64, 64, 4), (128, 128, 32, 8), (64, 2
 
 
 class _Recorder:
-    """Stands in for kernels._linear_kernel and keeps the compiled kernel of each launch."""
+    """Stands in for products._linear_kernel and keeps the compiled kernel of each launch."""
 
     def __init__(self, fn):
         self.fn, self.last = fn, None
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     import numpy as np
     import torch
 
-    from nacrith.engines.integer import kernels, weights
+    from nacrith.engines.integer import products, weights
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="benchmarks/results/gpu-linear")
@@ -56,16 +56,16 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     dev = torch.device("cuda")
     rng = np.random.default_rng(0)
-    rec = _Recorder(kernels._linear_kernel)
-    kernels._linear_kernel = rec
-    limb_rec = _Recorder(kernels._limb_kernel)
-    kernels._limb_kernel = limb_rec
-    default, limb_rows, limb_default = kernels._tiles, kernels._LIMB_ROWS, kernels._limb_tiles
+    rec = _Recorder(products._linear_kernel)
+    products._linear_kernel = rec
+    limb_rec = _Recorder(products._limb_kernel)
+    products._limb_kernel = limb_rec
+    default, limb_rows, limb_default = products._tiles, products._LIMB_ROWS, products._limb_tiles
     rows_out = []
     for name, (k, n) in SHAPES.items():
         d = rng.integers(1, 1 << 16, (n, k // 32))  # Q4_1-like blocks, as the model's: nibbles, an offset near -8 d
         bw = weights.BlockWeight(rng.integers(0, 16, (n, k)).astype(np.int8), d, -8 * d + rng.integers(-999, 999, d.shape))
-        W = kernels.BlockMatrix.of(bw, dev)
+        W = products.BlockMatrix.of(bw, dev)
         for M in ROWS:
             if M * n > 400_000_000:  # the logits of 39,808 rows: 16 GB
                 continue
@@ -74,13 +74,13 @@ def main(argv=None) -> None:
             by_limbs = M > 32 and W.limbs is not None  # timed; block_linear takes them from limb_rows
             for tiles in TILES + ([("limbs", t) for t in LIMB_TILES] + [("cublas", None)] if by_limbs else []):
                 library = isinstance(tiles, tuple) and tiles[0] == "cublas"
-                kernels._LIMB_GEMM = "cublas" if library else "triton"
+                products._LIMB_GEMM = "cublas" if library else "triton"
                 limbs = isinstance(tiles, tuple) and tiles[0] in ("limbs", "cublas")
-                kernels._LIMB_ROWS = 1 if limbs else 1 << 62
-                kernels._tiles = default if tiles is None or limbs else (lambda M_, N_, t=tiles: t)
-                kernels._limb_tiles = limb_default if not limbs or tiles[1] is None else (lambda M_, N_, t=tiles[1]: t)
+                products._LIMB_ROWS = 1 if limbs else 1 << 62
+                products._tiles = default if tiles is None or limbs else (lambda M_, N_, t=tiles: t)
+                products._limb_tiles = limb_default if not limbs or tiles[1] is None else (lambda M_, N_, t=tiles[1]: t)
                 try:
-                    y = kernels.block_linear(a, W, None)
+                    y = products.block_linear(a, W, None)
                 except Exception as e:  # a tiling the card cannot hold (shared memory)
                     print(name, M, tiles, "failed:", str(e)[:120], file=sys.stderr)
                     continue
@@ -90,11 +90,11 @@ def main(argv=None) -> None:
                 same = bool(torch.equal(y, want))
                 t0 = time.perf_counter()
                 for _ in range(args.reps):
-                    kernels.block_linear(a, W, None)
+                    products.block_linear(a, W, None)
                 torch.cuda.synchronize()
                 us = (time.perf_counter() - t0) / args.reps * 1e6
                 kk = None if library else (limb_rec.last if limbs else rec.last)
-                label = ("limbs, one cuBLAS product" if library else f"limbs {kernels._limb_tiles(M, n)}") if limbs \
+                label = ("limbs, one cuBLAS product" if library else f"limbs {products._limb_tiles(M, n)}") if limbs \
                     else str(tiles or default(M, n))
                 chosen = (limbs and not library and tiles[1] is None) if M >= limb_rows else (tiles is None)
                 row = dict(product=name, rows=M, tiles=label, chosen=chosen,
@@ -102,8 +102,8 @@ def main(argv=None) -> None:
                            spills=getattr(kk, "n_spills", None), same=same)
                 rows_out.append(row)
                 print(json.dumps(row), flush=True)
-    kernels._tiles, kernels._linear_kernel, kernels._limb_kernel = default, rec.fn, limb_rec.fn
-    kernels._LIMB_ROWS, kernels._limb_tiles, kernels._LIMB_GEMM = limb_rows, limb_default, "triton"
+    products._tiles, products._linear_kernel, products._limb_kernel = default, rec.fn, limb_rec.fn
+    products._LIMB_ROWS, products._limb_tiles, products._LIMB_GEMM = limb_rows, limb_default, "triton"
     meta = dict(device=f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}",
                 command="python benchmarks/gpu_linear.py " + " ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"))
     out = Path(args.out)

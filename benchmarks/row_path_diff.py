@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import torch
 
-from nacrith.engines.integer import kernels, weights
+from nacrith.engines.integer import kernels, products, weights
 from nacrith.engines.integer.groups import Group, GroupBackend
 from nacrith.engines.integer.lanes import Lanes
 from nacrith.engines.integer.native import Native
@@ -75,12 +75,12 @@ def main() -> None:
             continue
         show("rows", group(w, tk, dev, True))
         show("rows, new buffers", group(w, tk, dev, True, fresh=True))
-        cuts = kernels._inner_cuts
-        kernels._inner_cuts = lambda M, N, blocks: 1
+        cuts = products._inner_cuts
+        products._inner_cuts = lambda M, N, blocks: 1
         try:
             show("rows, no cuts", group(w, tk, dev, True))
         finally:
-            kernels._inner_cuts = cuts
+            products._inner_cuts = cuts
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The Triton kernels (engines/integer/kernels.py) give the integers of the float64 products.
+"""The Triton kernels (engines/integer/products.py, attention.py, kernels.py) give the integers of the float64 products.
 
 On a GPU (NACRITH_TEST_DEVICE=cuda) they run as they do for users; elsewhere in Triton's
 interpreter, which runs the same kernel code with numpy: this file runs itself again in a
@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 torch = pytest.importorskip("torch")
 
 from nacrith.codec.quantize import EXP2_TABLE  # noqa: E402
-from nacrith.engines.integer import groups, kernels, spec, weights  # noqa: E402
+from nacrith.engines.integer import attention, groups, kernels, products, spec, weights  # noqa: E402
 from nacrith.xp import TorchOps  # noqa: E402
 
 DEVICE = os.environ.get("NACRITH_TEST_DEVICE", "cpu")
@@ -46,9 +46,9 @@ def _exact_product(a: np.ndarray, bw) -> np.ndarray:
 def test_block_linear_is_the_exact_product(rows, gemm, kind, monkeypatch):
     """Blocks (cut for few rows), and limbs by the Triton kernel or by one library product
     (cuBLAS on a GPU, torch's CPU product here) cut into slices of 32 rows."""
-    monkeypatch.setattr(kernels, "_LIMB_ROWS", 64)  # 70 rows by limbs (1,024 by default: the same integers)
-    monkeypatch.setattr(kernels, "_LIMB_GEMM", gemm)
-    monkeypatch.setattr(kernels, "_GEMM_ROWS", 32)  # 70 rows: three slices of 24, 24 and 22
+    monkeypatch.setattr(products, "_LIMB_ROWS", 64)  # 70 rows by limbs (1,024 by default: the same integers)
+    monkeypatch.setattr(products, "_LIMB_GEMM", gemm)
+    monkeypatch.setattr(products, "_GEMM_ROWS", 32)  # 70 rows: three slices of 24, 24 and 22
     rng = np.random.default_rng(rows)
     n, k = 200, 256  # n not a multiple of the tile: masked columns; 8 blocks: cut for few rows
     if kind == "q4_1":  # nibbles and a negative offset, as the model's weights
@@ -65,10 +65,10 @@ def test_block_linear_is_the_exact_product(rows, gemm, kind, monkeypatch):
     a[0, :] = 32767  # the extremes of int16 activations: the halves' edge cases
     if rows > 1:
         a[1, :] = -32767
-    W = kernels.BlockMatrix.of(bw, DEVICE)
-    assert kernels.cuts(rows, W) == (rows <= 32)  # both ways of summing are compared
-    assert W.limbs is not None and kernels._by_limbs(rows, W) == (rows >= 64)  # ... and the limbs
-    y = kernels.block_linear(torch.from_numpy(a).to(DEVICE), W)
+    W = products.BlockMatrix.of(bw, DEVICE)
+    assert products.cuts(rows, W) == (rows <= 32)  # both ways of summing are compared
+    assert W.limbs is not None and products._by_limbs(rows, W) == (rows >= 64)  # ... and the limbs
+    y = products.block_linear(torch.from_numpy(a).to(DEVICE), W)
     assert y.dtype == torch.int64
     assert np.array_equal(y.cpu().numpy(), _exact_product(a, bw))
 
@@ -78,7 +78,7 @@ def test_limbs_hold_the_widest_weights_and_refuse_wider(monkeypatch):
     """Weights whose w' needs all of three limbs (the top limb at +-127) give the exact
     product by limbs; a matrix one bit wider has none and takes the blocks, still exact; one
     as wide after its common shift (2**6) has limbs again."""
-    monkeypatch.setattr(kernels, "_LIMB_ROWS", 33)
+    monkeypatch.setattr(products, "_LIMB_ROWS", 33)
     rng = np.random.default_rng(5)
     n, k, rows = 130, 96, 40
     q = rng.integers(-127, 128, (n, k))
@@ -86,17 +86,17 @@ def test_limbs_hold_the_widest_weights_and_refuse_wider(monkeypatch):
     for d_top, t, has in ((1 << 16) - 1, 0, True), ((1 << 17) - 1, 0, False), (((1 << 16) - 1) << 6, 6, True):
         d = np.full((n, k // 32), d_top)  # odd: no common shift; the third as wide once shifted by 6
         bw = weights.BlockWeight(q.astype(np.int8), d, np.zeros_like(d))
-        W = kernels.BlockMatrix.of(bw, DEVICE)
+        W = products.BlockMatrix.of(bw, DEVICE)
         assert (W.limbs is not None) == has
-        assert kernels._by_limbs(rows, W) == has
+        assert products._by_limbs(rows, W) == has
         if has:
             assert int(W.limbs[2].abs().max()) == 127 and int(W.shift.min()) == int(W.shift.max()) == t
             dev = lambda x: torch.from_numpy(x).to(DEVICE)  # noqa: E731 (made 7 outputs at a time: the same)
-            parts = kernels._limbs(dev(bw.q), dev(bw.d), dev(bw.m), rows=7)
+            parts = products._limbs(dev(bw.q), dev(bw.d), dev(bw.m), rows=7)
             assert all(torch.equal(x, y) for x, y in zip(parts, (W.limbs, W.colsum, W.shift)))
         a = rng.integers(-32767, 32768, (rows, k))
         a[0], a[1] = 32767, -32767
-        y = kernels.block_linear(torch.from_numpy(a).to(DEVICE), W)
+        y = products.block_linear(torch.from_numpy(a).to(DEVICE), W)
         assert np.array_equal(y.cpu().numpy(), _exact_product(a, bw))
 
 
@@ -112,12 +112,12 @@ def test_attention_is_the_float64_attention(R, s0, shift, C, cache, f64, monkeyp
     62 bits, all 0; +24: the left shift held at 11 bits). 150 slots: three key
     splits, fewer than the power of two the passes read their partial values as. R = 1
     and 2 (3 and 6 rows a kv head) take the elementwise products, R >= 5 the int8 dots
-    (kernels._FEW_ROWS). f64: the scores scaled in float64 and the weights in int32
+    (attention._FEW_ROWS). f64: the scores scaled in float64 and the weights in int32
     (NACRITH_F64_SCORES). cache:
-    passes 2 and 3 read pass 1's scores back (kernels.score_cache) instead of computing them."""
+    passes 2 and 3 read pass 1's scores back (attention.score_cache) instead of computing them."""
     monkeypatch.setenv("NACRITH_SCORE_CACHE", "1" if cache else "0")
     monkeypatch.setenv("NACRITH_F64_SCORES", "1" if f64 else "0")
-    assert kernels.score_cache(1) == cache
+    assert attention.score_cache(1) == cache
     rng = np.random.default_rng(R * 1000 + s0)
     L, nkv, g, hd = 2, 3, 3, 64
     nh, T = nkv * g, L * R

@@ -25,7 +25,8 @@ import numpy as np
 from ...codec import rans
 from ...codec.quantize import PRECISION, lookup_freqs_torch, search_freqs_torch, freqs_torch, table_torch
 from ...predictors.online import Online
-from . import kernels, rows, spec
+from . import kernels, products, rows, spec
+from . import attention as attention_kernels
 from .forward import (qkv_split, quantise_groups, resid_norm, rmsnorm, rope_rows, rotate, score_bits, shift,
                       softmax_p, swiglu)
 from ..torch_float.groups import groups  # noqa: F401 (the same cut into groups as the torch engine)
@@ -83,8 +84,8 @@ class GroupBackend(TorchBackend):
             _persistent_compile_cache()
         self.compile_runs = mode in ("all", "always")
         self.block = 0  # rows per lane of the encoder's runs (set by GroupRunner)
-        # With the Triton kernels (kernels.py) the weights stay int8 blocks and the keys and
-        # values int16. Without, both are float64 holding the same integers: the float64
+        # With the Triton kernels (products.py, attention.py) the weights stay int8 blocks and
+        # the keys and values int16. Without, both are float64 holding the same integers: the float64
         # products read them as they are, with no conversion of the window at every step.
         self.kernels = kernels.available(torch.device(device))
         # ... and the row stages are rows.py's kernels (NACRITH_ROW_KERNELS=0: the compiled
@@ -111,7 +112,7 @@ class GroupBackend(TorchBackend):
 
     def _dense(self, bw):
         if self.kernels:
-            return kernels.BlockMatrix.of(bw, self.dev)
+            return products.BlockMatrix.of(bw, self.dev)
         return super()._dense(bw)
 
     def embed(self, tokens):
@@ -172,7 +173,7 @@ class GroupBackend(TorchBackend):
             return b
         hd, nh, nkv = w.head_dim, w.n_head, w.n_kv
         ff = self.mats[0, "ffn_up"].q.shape[1]
-        make = t.zeros if small else t.empty  # more rows: no product is cut (kernels.cuts)
+        make = t.zeros if small else t.empty  # more rows: no product is cut (products.cuts)
         z = lambda *shape, dt=t.int64: make(shape, dtype=dt, device=self.dev)  # noqa: E731
         b = dict(qkv=z(T, (nh + 2 * nkv) * hd), o=z(T, w.dim), up=z(T, ff), down=z(T, w.dim),
                  pv=z(L, nkv, T // L * (nh // nkv), hd), q=z(L, nkv, T // L * (nh // nkv), hd, dt=t.int32),
@@ -192,7 +193,7 @@ class GroupBackend(TorchBackend):
         b = self._buffers(T)
         self._dirty = True
         clear = T <= 32
-        cut = lambda li, name: clear and kernels.cuts(T, M[li, name])  # noqa: E731
+        cut = lambda li, name: clear and products.cuts(T, M[li, name])  # noqa: E731
         slot = slot.contiguous()
         h = shift(self.ops, self.embed(tokens), F._embed_shift).contiguous()
         cos, sin = rows.rope(F.rope, pos)
@@ -202,18 +203,18 @@ class GroupBackend(TorchBackend):
         for li in range(w.n_layer):
             fn, fns = F.gam[li][2:]
             gn, gns = F.gam[li + 1][:2] if li + 1 < w.n_layer else F.out_norm
-            y = kernels.block_linear(a, M[li, "qkv"], b["qkv"])
+            y = products.block_linear(a, M[li, "qkv"], b["qkv"])
             rows.qkv(y, ae, cos, sin, lane, slot, b["q"], b["qe"], c.k[li], c.ke[li], c.v[li], c.ve[li],
                      c.bos[li], R, w.n_head, w.n_kv, cut(li, "qkv"))
             pv = b["pv"] if clear else self.t.zeros_like(b["pv"])
-            pv, oe = kernels.attention(b["q"], b["qe"], c.k[li], c.v[li], c.ke[li], c.ve[li], slot, R, w.score,
-                                       F.exp2, pv)
+            pv, oe = attention_kernels.attention(b["q"], b["qe"], c.k[li], c.v[li], c.ke[li], c.ve[li], slot, R,
+                                                 w.score, F.exp2, pv)
             rows.merge(pv, oe, a, ae, R, w.n_head, clear)
-            y = kernels.block_linear(a, M[li, "o"], b["o"])
+            y = products.block_linear(a, M[li, "o"], b["o"])
             rows.resid_norm(h, y, ae, a, ae, fn, fns, F.eps, cut(li, "o"))
-            y = kernels.block_linear(a, M[li, "ffn_up"], b["up"])
+            y = products.block_linear(a, M[li, "ffn_up"], b["up"])
             rows.swiglu(y, ae, af, ae, F.exp2, cut(li, "ffn_up"))
-            y = kernels.block_linear(af, M[li, "ffn_down"], b["down"])
+            y = products.block_linear(af, M[li, "ffn_down"], b["down"])
             rows.resid_norm(h, y, ae, a, ae, gn, gns, F.eps, cut(li, "ffn_down"))
         self._dirty = False
         return a, ae[:, None]
@@ -243,9 +244,9 @@ def _persistent_compile_cache() -> None:
 
 def _product(a, W):
     """An exact integer product: every partial sum is an integer below 2**53 (weights.py).
-    W is a float64 matrix of the weights' integers, or their int8 blocks (kernels.py)."""
-    if isinstance(W, kernels.BlockMatrix):
-        return kernels.block_linear(a, W)
+    W is a float64 matrix of the weights' integers, or their int8 blocks (products.py)."""
+    if isinstance(W, products.BlockMatrix):
+        return products.block_linear(a, W)
     return (a.to(W.dtype) @ W).to(a.dtype)
 
 
@@ -277,7 +278,7 @@ def attention(o, qr, qe, K, V, KE, VE, slots, slot, score: int, table):
     q = qr.reshape(L, R, nkv, g, hd).permute(0, 2, 1, 3, 4).reshape(L, nkv, R * g, hd)
     if not K.is_floating_point():
         e = qe.reshape(L, R, nkv, g).permute(0, 2, 1, 3).reshape(L, nkv, R * g)
-        pv, oe = kernels.attention(q, e, K, V, KE, VE, slot, R, score, table)
+        pv, oe = attention_kernels.attention(q, e, K, V, KE, VE, slot, R, score, table)
         oe = oe.reshape(L, nkv, R, g).permute(0, 2, 1, 3).reshape(T, nh)
     else:
         s = (q.to(K.dtype) @ K.transpose(2, 3)).to(qe.dtype)  # [L, kv, R*g, C], exact

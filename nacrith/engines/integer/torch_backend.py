@@ -3,7 +3,8 @@ products in float64 of integers below 2**53, so exact on any device.
 
 This is the reference arithmetic run by torch, with the weights dense float64 on the
 device (about 1 GB for SmolLM2). On a GPU, groups.py replaces the products and the
-attention with the Triton kernels of kernels.py (int8 blocks, the same integers).
+attention with the Triton kernels of products.py and attention.py (int8 blocks, the same
+integers).
 """
 
 from __future__ import annotations
