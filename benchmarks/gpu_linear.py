@@ -63,7 +63,8 @@ def main(argv=None) -> None:
     default, limb_rows, limb_default = products._tiles, products._LIMB_ROWS, products._limb_tiles
     rows_out = []
     for name, (k, n) in SHAPES.items():
-        d = rng.integers(1, 1 << 16, (n, k // 32))  # Q4_1-like blocks, as the model's: nibbles, an offset near -8 d
+        # Q4_1-like blocks, as the model's: nibbles, an offset near -8 d
+        d = rng.integers(1, 1 << 16, (n, k // 32))
         bw = weights.BlockWeight(rng.integers(0, 16, (n, k)).astype(np.int8), d, -8 * d + rng.integers(-999, 999, d.shape))
         W = products.BlockMatrix.of(bw, dev)
         for M in ROWS:

@@ -275,7 +275,10 @@ def attention(q, qe, K, V, KE, VE, slot, R: int, score: int, table, pv=None):
     qe = qe.to(torch.int64).contiguous()
     slot = slot.contiguous()
     small = RG <= _FEW_ROWS  # a decoder step: 3 rows a kv head for SmolLM2 (_scores, DOT)
-    BM, BN = (max(2, triton.next_power_of_2(RG)), 32) if small else ((16 if RG <= 16 else (32 if RG <= 32 else 64)), 64)
+    if small:
+        BM, BN = max(2, triton.next_power_of_2(RG)), 32
+    else:
+        BM, BN = (16 if RG <= 16 else (32 if RG <= 32 else 64)), 64
     tiles = triton.cdiv(RG, BM)
     S = _splits(L * nkv * tiles, C, BN)
     CH = triton.cdiv(triton.cdiv(C, S), BN) * BN

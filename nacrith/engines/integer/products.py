@@ -129,11 +129,20 @@ def _limbs(q, d, m, rows: int = 4096):
 if triton is not None:
 
     @triton.jit
+    def _limb_total(s24, s16, s8, s0, CS, SH, rn, ncol):
+        """a.w from the int32 sums of the limb products by their weight (2**24, 2**16, 2**8, 1):
+        plus 128 sum(w') for the activations' offset, shifted by t (BlockMatrix)."""
+        cs = tl.load(CS + rn, mask=ncol, other=0)
+        sh = tl.load(SH + rn, mask=ncol, other=0)
+        y = (s24.to(tl.int64) << 24) + (s16.to(tl.int64) << 16) + (s8.to(tl.int64) << 8) + s0.to(tl.int64)
+        return (y + 128 * cs[None, :]) << sh[None, :]
+
+    @triton.jit
     def _limb_kernel(A, W, CS, SH, Y, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                      PDL: tl.constexpr):
         """y = a @ w for many rows: a = 256 hi + lo + 128 (hi, lo int8), w' = 2**16 w2 + 2**8 w1
         + w0, so a.w' = 2**24 hi.w2 + 2**16 (hi.w1 + lo.w2) + 2**8 (hi.w0 + lo.w1) + lo.w0
-        + 128 sum(w'), each dot over all of K in int32; then shifted by t (BlockMatrix)."""
+        + 128 sum(w'), each dot over all of K in int32 (_limb_total)."""
         ready(PDL)
         rm = tl.program_id(0) * BM + tl.arange(0, BM)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
@@ -159,35 +168,28 @@ if triton is not None:
             s16 += tl.dot(hi, w1, out_dtype=tl.int32) + tl.dot(lo, w2, out_dtype=tl.int32)
             s8 += tl.dot(hi, w0, out_dtype=tl.int32) + tl.dot(lo, w1, out_dtype=tl.int32)
             s0 += tl.dot(lo, w0, out_dtype=tl.int32)
-        cs = tl.load(CS + rn, mask=ncol, other=0)
-        sh = tl.load(SH + rn, mask=ncol, other=0)
-        y = (s24.to(tl.int64) << 24) + (s16.to(tl.int64) << 16) + (s8.to(tl.int64) << 8) + s0.to(tl.int64)
-        y = (y + 128 * cs[None, :]) << sh[None, :]
+        y = _limb_total(s24, s16, s8, s0, CS, SH, rn, ncol)
         tl.store(Y + rm[:, None] * N + rn[None, :], y, mask=mrow[:, None] & ncol[None, :])
-
-
-if triton is not None:
 
     @triton.jit
     def _limb_sum_kernel(P, CS, SH, Y, M, N, BM: tl.constexpr, BN: tl.constexpr, PDL: tl.constexpr):
         """_limb_kernel's sum from the six limb products of a library product: P [2M, 3N] int32,
-        rows [hi; lo] against columns [w0 | w1 | w2]."""
+        rows [hi; lo] against columns [w0 | w1 | w2] (pairs summed in int32: each below 2**26)."""
         ready(PDL)
         rm = tl.program_id(0) * BM + tl.arange(0, BM)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
-        ok = (rm < M)[:, None] & (rn < N)[None, :]
+        ncol = rn < N
+        ok = (rm < M)[:, None] & ncol[None, :]
         hi = P + rm[:, None].to(tl.int64) * (3 * N) + rn[None, :]
         lo = P + (rm[:, None] + M).to(tl.int64) * (3 * N) + rn[None, :]
-        h0 = tl.load(hi, mask=ok, other=0).to(tl.int64)
-        h1 = tl.load(hi + N, mask=ok, other=0).to(tl.int64)
-        h2 = tl.load(hi + 2 * N, mask=ok, other=0).to(tl.int64)
-        g0 = tl.load(lo, mask=ok, other=0).to(tl.int64)
-        g1 = tl.load(lo + N, mask=ok, other=0).to(tl.int64)
-        g2 = tl.load(lo + 2 * N, mask=ok, other=0).to(tl.int64)
-        y = (h2 << 24) + ((h1 + g2) << 16) + ((h0 + g1) << 8) + g0
-        cs = tl.load(CS + rn, mask=rn < N, other=0)
-        sh = tl.load(SH + rn, mask=rn < N, other=0)
-        tl.store(Y + rm[:, None].to(tl.int64) * N + rn[None, :], (y + 128 * cs[None, :]) << sh[None, :], mask=ok)
+        h0 = tl.load(hi, mask=ok, other=0)
+        h1 = tl.load(hi + N, mask=ok, other=0)
+        h2 = tl.load(hi + 2 * N, mask=ok, other=0)
+        g0 = tl.load(lo, mask=ok, other=0)
+        g1 = tl.load(lo + N, mask=ok, other=0)
+        g2 = tl.load(lo + 2 * N, mask=ok, other=0)
+        y = _limb_total(h2, h1 + g2, h0 + g1, g0, CS, SH, rn, ncol)
+        tl.store(Y + rm[:, None].to(tl.int64) * N + rn[None, :], y, mask=ok)
 
 
 # NACRITH_LIMB_GEMM=cublas (opt-in, not yet timed on a GPU): the six limb products as one int8
