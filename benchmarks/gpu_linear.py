@@ -65,7 +65,8 @@ def main(argv=None) -> None:
     for name, (k, n) in SHAPES.items():
         # Q4_1-like blocks, as the model's: nibbles, an offset near -8 d
         d = rng.integers(1, 1 << 16, (n, k // 32))
-        bw = weights.BlockWeight(rng.integers(0, 16, (n, k)).astype(np.int8), d, -8 * d + rng.integers(-999, 999, d.shape))
+        m = -8 * d + rng.integers(-999, 999, d.shape)
+        bw = weights.BlockWeight(rng.integers(0, 16, (n, k)).astype(np.int8), d, m)
         W = products.BlockMatrix.of(bw, dev)
         for M in ROWS:
             if M * n > 400_000_000:  # the logits of 39,808 rows: 16 GB
